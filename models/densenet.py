@@ -1,0 +1,221 @@
+"""The general DenseNet builder (Huang et al. 2017) with memory-efficient training (Pleiss et al. 2017).
+
+Only layers are built here: data, optimizer and hooks belong to `utils.run_loop`.
+"""
+import numbers
+
+import tensorflow as tf
+
+from models import layers as L
+
+SCOPE = 'densenet'
+
+
+class DenseNetCreator(object):
+    """Builds a DenseNet graph; calling the instance returns logits (or pooled features).
+
+    Variable names read like the paper and are the same whatever `efficient` is:
+    `densenet/conv0`, `densenet/denseblock2/denselayer5/conv1`, `densenet/transition1/conv`,
+    `densenet/final_norm`, `densenet/classifier`. Calling a second instance in the same graph reuses
+    the variables (e.g. a training and an evaluation tower).
+
+    Args:
+      img_input: 4-D float tensor laid out as `data_format` says; float16 runs the model in float16
+        with float32 master weights and float32 batch-norm statistics.
+      nb_classes: number of logits (ignored without the top).
+      bottleneck: 1x1 convolution with 4k filters before each 3x3 convolution (DenseNet-B).
+      data_format: 'channels_first' or 'channels_last'; None picks channels_first only on a GPU.
+      depth: number of convolutional and fully connected layers; sets the layers per block when
+        `nb_layers_per_block` is -1: (depth - B - 1) / B per block, halved with bottleneck.
+      dropout_rate: dropout after each dense layer's 3x3 convolution (training only).
+      efficient: recompute each dense layer, transition and the final norm during back-propagation
+        instead of storing their intermediate feature maps, so that training memory grows linearly
+        with depth. Numerically the same model.
+      growth_rate: k, the channels each dense layer adds.
+      include_top: end with the classifier; otherwise return the globally pooled features.
+      nb_dense_block: number of dense blocks B.
+      nb_filter: channels of the initial convolution; -1 means 2k.
+      nb_layers_per_block: -1 (from depth), an int for every block, or a list with one per block.
+      training: batch norm uses batch statistics and updates its moving averages; dropout is on.
+      trainable: whether the variables are trainable.
+      reduction: transitions keep (1 - reduction) of the channels (DenseNet-C uses 0.5).
+      subsample_initial_block: ImageNet stem (7x7/2 conv, batch norm, ReLU, 3x3/2 max pool)
+        instead of the CIFAR stem (one 3x3 conv).
+    """
+
+    def __init__(self, img_input, nb_classes, bottleneck=False, data_format=None, depth=40,
+                 dropout_rate=0., efficient=False, growth_rate=12, include_top=True,
+                 nb_dense_block=3, nb_filter=-1, nb_layers_per_block=-1, training=True,
+                 trainable=True, reduction=0.0, subsample_initial_block=False):
+        if data_format is None:
+            data_format = L.default_data_format()
+        if data_format not in L.DATA_FORMATS:
+            raise ValueError('data_format must be one of %s, got %r' % (L.DATA_FORMATS, data_format))
+        img_input = tf.convert_to_tensor(img_input)
+        if img_input.shape.ndims != 4 or img_input.shape[L.channel_axis(data_format)].value is None:
+            raise ValueError('img_input must be a 4-D %s tensor with a known channel count, got '
+                             'shape %s' % (data_format, img_input.shape))
+        if not img_input.dtype.is_floating:
+            raise ValueError('img_input must be floating point, got %s' % img_input.dtype.name)
+        _check_int('growth_rate', growth_rate, minimum=1)
+        _check_int('nb_dense_block', nb_dense_block, minimum=1)
+        _check_int('depth', depth, minimum=1)
+        if include_top:
+            _check_int('nb_classes', nb_classes, minimum=1)
+        if nb_filter != -1:
+            _check_int('nb_filter', nb_filter, minimum=1)
+        if not 0.0 <= reduction < 1.0:
+            raise ValueError('reduction must be in [0, 1), got %r' % (reduction,))
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError('dropout_rate must be in [0, 1), got %r' % (dropout_rate,))
+        if not isinstance(efficient, bool):
+            raise ValueError('efficient must be True or False, got %r' % (efficient,))
+
+        self.img_input = img_input
+        self.nb_classes = nb_classes
+        self.bottleneck = bool(bottleneck)
+        self.data_format = data_format
+        self.depth = depth
+        self.dropout_rate = float(dropout_rate)
+        self.efficient = efficient
+        self.growth_rate = growth_rate
+        self.include_top = include_top
+        self.nb_dense_block = nb_dense_block
+        self.nb_filter = 2 * growth_rate if nb_filter == -1 else nb_filter
+        self.nb_layers = _layers_per_block(depth, nb_dense_block, nb_layers_per_block,
+                                           self.bottleneck)
+        self.training = bool(training)
+        self.trainable = bool(trainable)
+        self.compression = 1.0 - reduction
+        self.subsample_initial_block = bool(subsample_initial_block)
+        # Recomputation only pays off when gradients are taken.
+        self.recompute = efficient and self.training
+        self.dropout_seed = None
+        self.update_ops = []
+
+    # -- graph ---------------------------------------------------------------------------------
+
+    def __call__(self):
+        with tf.variable_scope(SCOPE, reuse=tf.AUTO_REUSE, use_resource=True,
+                               custom_getter=L.fp32_master_weights):
+            updates_before = len(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+            if self.training and self.dropout_rate > 0:
+                # One seed per step; each layer offsets it. Feed it to replay a step's dropout.
+                self.dropout_seed = L.new_dropout_seed()
+            x = self._apply('stem', self._stem, [self.img_input])
+            layer_index = 0
+            for block in range(self.nb_dense_block):
+                features = [x]
+                with tf.variable_scope('denseblock%d' % (block + 1)):
+                    for layer in range(self.nb_layers[block]):
+                        layer_index += 1
+                        inputs = list(features)
+                        if self.dropout_seed is not None:
+                            inputs.append(self.dropout_seed + tf.constant([0, layer_index], tf.int64))
+                        features.append(self._apply('denselayer%d' % (layer + 1),
+                                                    self._dense_layer, inputs))
+                if block < self.nb_dense_block - 1:
+                    x = self._apply('transition%d' % (block + 1), self._transition, features)
+            x = self._apply('final', self._head, features)
+            self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
+            if not self.include_top:
+                return tf.cast(x, tf.float32)
+            logits = tf.layers.dense(x, self.nb_classes, name='classifier', reuse=tf.AUTO_REUSE,
+                                     trainable=self.trainable)
+            return tf.cast(logits, tf.float32, name='logits')
+
+    def _apply(self, scope, body, inputs):
+        """Runs `body(inputs, is_recomputing)` in `scope`, recomputed in back-prop if efficient."""
+        with tf.variable_scope(scope):
+            if self.recompute:
+                return L.recompute(body, len(inputs))(*inputs)
+            return body(inputs, False)
+
+    def _bn_relu(self, x, name, is_recomputing):
+        x = L.batch_norm(x, self.training, self.data_format, name,
+                         update_statistics=not is_recomputing, trainable=self.trainable)
+        return tf.nn.relu(x)
+
+    def _conv(self, x, filters, kernel_size, name, **kwargs):
+        return L.conv2d(x, filters, kernel_size, self.data_format, name,
+                        trainable=self.trainable, **kwargs)
+
+    def _concat(self, features):
+        return features[0] if len(features) == 1 else tf.concat(
+            features, L.channel_axis(self.data_format))
+
+    def _pad(self, x, amount):
+        pads = [[0, 0]] * 4
+        for axis in L.spatial_axes(self.data_format):
+            pads[axis] = [amount, amount]
+        return tf.pad(x, pads)
+
+    def _stem(self, inputs, is_recomputing):
+        x = inputs[0]
+        if not self.subsample_initial_block:
+            return self._conv(x, self.nb_filter, 3, 'conv0')
+        # Explicit padding then 'valid', as tf.keras.applications does, so imported weights agree.
+        x = self._conv(self._pad(x, 3), self.nb_filter, 7, 'conv0', strides=2, padding='valid')
+        x = self._bn_relu(x, 'norm0', is_recomputing)
+        return tf.layers.max_pooling2d(self._pad(x, 1), 3, 2, padding='valid',
+                                       data_format=self.data_format, name='pool0')
+
+    def _dense_layer(self, inputs, is_recomputing):
+        """BN-ReLU-(1x1 conv-BN-ReLU)-3x3 conv-dropout on the concatenation of earlier features.
+
+        The concatenation happens here, inside the recomputed function: were it outside, every
+        layer would store its own copy of all earlier features and memory would stay quadratic.
+        """
+        seed = inputs.pop() if self.dropout_seed is not None else None
+        x = self._bn_relu(self._concat(inputs), 'norm1', is_recomputing)
+        if self.bottleneck:
+            x = self._conv(x, 4 * self.growth_rate, 1, 'conv1')
+            x = self._bn_relu(x, 'norm2', is_recomputing)
+            x = self._conv(x, self.growth_rate, 3, 'conv2')
+        else:
+            x = self._conv(x, self.growth_rate, 3, 'conv1')
+        if seed is not None:
+            x = L.dropout(x, self.dropout_rate, seed)
+        return x
+
+    def _transition(self, inputs, is_recomputing):
+        x = self._concat(inputs)
+        filters = int(int(x.shape[L.channel_axis(self.data_format)]) * self.compression)
+        x = self._bn_relu(x, 'norm', is_recomputing)
+        x = self._conv(x, filters, 1, 'conv')
+        return tf.layers.average_pooling2d(x, 2, 2, data_format=self.data_format, name='pool')
+
+    def _head(self, inputs, is_recomputing):
+        x = self._bn_relu(self._concat(inputs), 'final_norm', is_recomputing)
+        return tf.reduce_mean(x, L.spatial_axes(self.data_format))
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError('%s must be an integer >= %d, got %r' % (name, minimum, value))
+
+
+def _layers_per_block(depth, nb_dense_block, nb_layers_per_block, bottleneck):
+    """Layers in each dense block, from an explicit setting or from the paper's depth rule."""
+    if isinstance(nb_layers_per_block, (list, tuple)):
+        if len(nb_layers_per_block) != nb_dense_block:
+            raise ValueError('nb_layers_per_block lists %d blocks but nb_dense_block is %d' % (
+                len(nb_layers_per_block), nb_dense_block))
+        for n in nb_layers_per_block:
+            _check_int('each entry of nb_layers_per_block', n, minimum=1)
+        return list(nb_layers_per_block)
+    if nb_layers_per_block != -1:
+        _check_int('nb_layers_per_block', nb_layers_per_block, minimum=1)
+        return [nb_layers_per_block] * nb_dense_block
+    # Besides the dense layers: the initial conv, B - 1 transitions and the classifier.
+    other = nb_dense_block + 1
+    per_layer = 2 if bottleneck else 1
+    step = nb_dense_block * per_layer
+    if depth <= other or (depth - other) % step:
+        fits = [d for d in (40, 100, 190, 250) if (d - other) % step == 0]
+        examples = ', '.join(str(d) for d in fits or [other + step * n for n in (1, 2, 3)])
+        raise ValueError(
+            'depth=%d does not fit a DenseNet%s with %d blocks: (depth - %d) must be a positive '
+            'multiple of %d (e.g. %s), or pass nb_layers_per_block' % (
+                depth, '-B' if bottleneck else '', nb_dense_block, other, step, examples))
+    return [(depth - other) // step] * nb_dense_block

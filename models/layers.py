@@ -1,0 +1,115 @@
+"""Building blocks shared by every DenseNet variant: batch norm, convolution, dropout, fp32 master
+weights and the recomputation wrapper.
+
+Batch norm is written here (on `tf.nn.fused_batch_norm`) instead of taken from `tf.layers` so that a
+recomputed layer can normalise with batch statistics again without registering a second set of
+moving-average updates: the caller says whether this call may update the statistics.
+"""
+import tensorflow as tf
+from tensorflow.python.util import tf_decorator, tf_inspect
+
+BN_MOMENTUM = 0.9
+# Keras' DenseNet epsilon, so that imported tf.keras.applications weights give the same outputs.
+BN_EPSILON = 1.001e-5
+
+CHANNELS_FIRST = 'channels_first'
+CHANNELS_LAST = 'channels_last'
+DATA_FORMATS = (CHANNELS_FIRST, CHANNELS_LAST)
+
+
+def channel_axis(data_format):
+    return 1 if data_format == CHANNELS_FIRST else 3
+
+
+def spatial_axes(data_format):
+    return [2, 3] if data_format == CHANNELS_FIRST else [1, 2]
+
+
+def default_data_format():
+    """`channels_first` where a GPU is visible, else `channels_last` (TF 1.15 has no NCHW CPU conv)."""
+    return CHANNELS_FIRST if tf.test.is_gpu_available() else CHANNELS_LAST
+
+
+def fp32_master_weights(getter, name, shape=None, dtype=None, *args, **kwargs):
+    """Custom getter: variables requested in float16 are stored in float32 and cast on read.
+
+    Optimizer updates then happen on float32 weights, which keeps small updates from vanishing.
+    """
+    if dtype in (tf.float16, tf.bfloat16):
+        var = getter(name, shape, tf.float32, *args, **kwargs)
+        return tf.cast(var, dtype, name=name + '/cast')
+    return getter(name, shape, dtype, *args, **kwargs)
+
+
+def batch_norm(x, training, data_format, name, update_statistics=True, trainable=True):
+    """Batch normalisation over the channel axis; statistics and affine parameters are float32.
+
+    In training mode the batch statistics normalise `x`; when `update_statistics` is set, one
+    moving-average update per statistic is added to `tf.GraphKeys.UPDATE_OPS`.
+    """
+    channels = int(x.shape[channel_axis(data_format)])
+    fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+    with tf.variable_scope(name):
+        gamma = tf.get_variable('gamma', [channels], tf.float32, tf.ones_initializer(),
+                                trainable=trainable)
+        beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer(),
+                               trainable=trainable)
+        # Non-trainable variables are not watched by the recomputation's gradient tape, so reading
+        # them below in the forward pass only does not upset `recompute_grad`'s variable check.
+        moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
+                                      tf.zeros_initializer(), trainable=False)
+        moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
+                                          tf.ones_initializer(), trainable=False)
+        if not training:
+            y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
+                                             variance=moving_variance, epsilon=BN_EPSILON,
+                                             data_format=fmt, is_training=False)
+            return y
+        # The returned variance is the unbiased one, as tf.keras uses for its moving variance.
+        y, mean, variance = tf.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
+                                                   data_format=fmt, is_training=True)
+        if update_statistics:
+            decay = 1.0 - BN_MOMENTUM
+            for var, value in ((moving_mean, mean), (moving_variance, variance)):
+                update = var.assign_sub((var - value) * decay, read_value=False)
+                tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+        return y
+
+
+def conv2d(x, filters, kernel_size, data_format, name, strides=1, padding='same', trainable=True):
+    """Bias-free convolution with He-normal initialisation, as in the DenseNet paper."""
+    return tf.layers.conv2d(x, filters, kernel_size, strides=strides, padding=padding,
+                            data_format=data_format, use_bias=False, trainable=trainable,
+                            kernel_initializer=tf.initializers.he_normal(), name=name)
+
+
+def dropout(x, rate, seed):
+    """Inverted dropout whose mask is a pure function of `seed` (an int64 [2] tensor).
+
+    A recomputed layer is run twice; because the mask comes from a stateless op fed by a tensor the
+    forward pass produced, the recomputation drops exactly the same units.
+    """
+    keep = tf.random.stateless_uniform(tf.shape(x), seed, dtype=tf.float32) >= rate
+    return x * tf.cast(keep, x.dtype) * tf.cast(1.0 / (1.0 - rate), x.dtype)
+
+
+def new_dropout_seed():
+    """A fresh [2] int64 seed per step for `dropout`."""
+    return tf.random.uniform([2], minval=0, maxval=2 ** 62, dtype=tf.int64)
+
+
+def recompute(body, num_inputs):
+    """`tf.contrib.layers.recompute_grad` around `body(inputs, is_recomputing)`.
+
+    `recompute_grad` tells a function it is being recomputed only if `is_recomputing` is among its
+    named positional parameters; a function taking `*inputs` never hears it. The wrapper declares a
+    fixed signature `(x0, ..., xN-1, is_recomputing=False)` so that it does.
+    """
+    def wrapper(*inputs, **kwargs):
+        return body(list(inputs), kwargs.get('is_recomputing', False))
+
+    names = ['x%d' % i for i in range(num_inputs)] + ['is_recomputing']
+    spec = tf_inspect.ArgSpec(args=names, varargs=None, keywords=None, defaults=(False,))
+    tf_decorator.make_decorator(body, wrapper, decorator_name='recompute',
+                                decorator_argspec=spec)
+    return tf.contrib.layers.recompute_grad(wrapper)

@@ -1,0 +1,65 @@
+"""Peak memory of one session step, on CPU and GPU.
+
+`tf.contrib.memory_stats` only has GPU kernels, so the portable measure replays the allocation
+records a FULL_TRACE step leaves in `RunMetadata`: every allocation and free, in time order, summed.
+The result is the peak of bytes allocated during the step by each allocator; memory that was live
+before the step (variables, optimizer slots) is not included.
+"""
+import collections
+
+import tensorflow as tf
+
+# Allocators that hold a device's tensors; host staging allocators are reported but not summed in.
+_DEVICE_ALLOCATORS = ('cpu', 'mklcpu', 'GPU_0_bfc')
+
+
+def peak_bytes_by_allocator(run_metadata):
+    """{allocator name: peak live bytes} replayed from a traced step's allocation records."""
+    events = collections.defaultdict(list)
+    for dev_stats in run_metadata.step_stats.dev_stats:
+        for node_stats in dev_stats.node_stats:
+            for memory in node_stats.memory:
+                for record in memory.allocation_records:
+                    events[memory.allocator_name].append((record.alloc_micros,
+                                                          record.alloc_bytes))
+    peaks = {}
+    for allocator, records in events.items():
+        # At equal times, frees (negative) go first: they may not be counted as overlapping.
+        records.sort()
+        live = peak = 0
+        for _, delta in records:
+            live += delta
+            peak = max(peak, live)
+        peaks[allocator] = peak
+    return peaks
+
+
+def traced_run(sess, fetches, feed_dict=None):
+    """Runs `fetches` once with a full trace; returns (results, RunMetadata)."""
+    options = tf.RunOptions(trace_level=tf.RunOptions.FULL_TRACE)
+    run_metadata = tf.RunMetadata()
+    results = sess.run(fetches, feed_dict=feed_dict, options=options, run_metadata=run_metadata)
+    return results, run_metadata
+
+
+def peak_bytes(sess, fetches, feed_dict=None):
+    """Peak live bytes of one step of `fetches` on its compute device (GPU 0 if used, else CPU).
+
+    Run a warm-up step first: the first step also allocates one-off buffers.
+    """
+    _, run_metadata = traced_run(sess, fetches, feed_dict)
+    peaks = peak_bytes_by_allocator(run_metadata)
+    if not peaks:
+        raise RuntimeError('the traced step recorded no allocations; was anything computed?')
+    for name in reversed(_DEVICE_ALLOCATORS):
+        if name in peaks:
+            return peaks[name]
+    return max(peaks.values())
+
+
+def gpu_max_bytes_in_use(sess, device='/gpu:0'):
+    """Bytes in use at the high-water mark of the GPU allocator since the process started."""
+    from tensorflow.contrib.memory_stats import MaxBytesInUse
+    with tf.device(device):
+        op = MaxBytesInUse()
+    return int(sess.run(op))
