@@ -63,3 +63,27 @@ def gpu_max_bytes_in_use(sess, device='/gpu:0'):
     with tf.device(device):
         op = MaxBytesInUse()
     return int(sess.run(op))
+
+
+def live_at_peak(run_metadata, allocator='cpu', top=20):
+    """What holds memory at the step's peak: [(bytes live, node name)], largest first.
+
+    Each allocation record belongs to the node that allocated the buffer (frees are recorded there
+    too), so summing a node's records up to the peak's time gives what it still holds then.
+    """
+    per_node = []
+    for dev_stats in run_metadata.step_stats.dev_stats:
+        for node_stats in dev_stats.node_stats:
+            for memory in node_stats.memory:
+                if memory.allocator_name == allocator and memory.allocation_records:
+                    per_node.append((node_stats.node_name, [
+                        (r.alloc_micros, r.alloc_bytes) for r in memory.allocation_records]))
+    events = sorted(e for _, records in per_node for e in records)
+    live = peak = 0
+    peak_time = None
+    for time, delta in events:
+        live += delta
+        if live > peak:
+            peak, peak_time = live, time
+    holders = [(sum(b for t, b in records if t <= peak_time), name) for name, records in per_node]
+    return sorted([h for h in holders if h[0] > 0], reverse=True)[:top]

@@ -1,0 +1,281 @@
+"""DenseNetCreator: architecture, configuration errors, and efficient == naive numerically."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models
+from conftest import load_random_weights
+from models import layers as L
+
+BATCH, SIZE, CLASSES = 4, 8, 10
+
+
+def _images(seed=0, dtype=np.float32):
+    return np.random.RandomState(seed).randn(BATCH, SIZE, SIZE, 3).astype(dtype)
+
+
+def _labels():
+    return np.arange(BATCH) % CLASSES
+
+
+# -- architecture ------------------------------------------------------------------------------
+
+# Published parameter counts (tf.keras.applications / torchvision for the ImageNet models).
+PARAMS = [
+    ('densenet121', {}, 1000, 7978856, 8062504),
+    ('densenet169', {}, 1000, 14149480, 14307880),
+    ('densenet201', {}, 1000, 20013928, 20242984),
+    ('densenet_bc', dict(depth=100, growth_rate=12), 10, 769162, None),
+    ('densenet_bc', dict(depth=250, growth_rate=24), 10, 15324406, None),
+    ('densenet_bc', dict(depth=190, growth_rate=40), 10, 25624430, None),
+]
+
+
+@pytest.mark.parametrize('name,kwargs,classes,trainable,total', PARAMS)
+def test_parameter_counts_match_the_published_ones(graph, name, kwargs, classes, trainable, total):
+    size = 32 if name == 'densenet_bc' else 64  # counts do not depend on the input size
+    img = tf.placeholder(tf.float32, [None, size, size, 3])
+    logits = models.create(name, img, classes, data_format='channels_last', **kwargs)()
+    assert logits.shape.as_list() == [None, classes]
+    assert models.count_params(tf.trainable_variables()) == trainable
+    if total is not None:
+        assert models.count_params(tf.global_variables()) == total
+
+
+def test_depth_rule_gives_paper_block_sizes(graph):
+    img = tf.placeholder(tf.float32, [None, 8, 8, 3])
+    assert models.densenet_bc(img, 10, depth=100).nb_layers == [16, 16, 16]
+    assert models.DenseNetCreator(img, 10, depth=40).nb_layers == [12, 12, 12]
+    assert models.densenet121(img).nb_layers == [6, 12, 24, 16]
+
+
+def test_scope_names_read_like_the_paper_and_do_not_depend_on_efficient():
+    names = {}
+    for efficient in (False, True):
+        with tf.Graph().as_default():
+            img = tf.placeholder(tf.float32, [BATCH, SIZE, SIZE, 3])
+            model = models.densenet_bc(img, CLASSES, depth=16, growth_rate=4, efficient=efficient,
+                                       data_format='channels_last', dropout_rate=0.2)
+            tf.gradients(model(), tf.trainable_variables())
+            names[efficient] = sorted(v.op.name for v in tf.global_variables())
+    assert names[False] == names[True]
+    for expected in ('densenet/stem/conv0/kernel',
+                     'densenet/denseblock2/denselayer2/conv1/kernel',
+                     'densenet/denseblock3/denselayer1/norm2/moving_variance',
+                     'densenet/transition1/conv/kernel', 'densenet/transition2/norm/gamma',
+                     'densenet/final/final_norm/beta', 'densenet/classifier/kernel'):
+        assert expected in names[True]
+
+
+def test_include_top_false_returns_pooled_features(graph):
+    img = tf.placeholder(tf.float32, [None, SIZE, SIZE, 3])
+    model = models.densenet_bc(img, CLASSES, depth=16, growth_rate=4, include_top=False,
+                               data_format='channels_last')
+    features = model()
+    # 2k + 2*4 -> 16, /2 = 8, + 8 = 16, /2 = 8, + 8 = 16 channels after the last block
+    assert features.shape.as_list() == [None, 16]
+    assert not [v for v in tf.global_variables() if 'classifier' in v.op.name]
+
+
+def test_imagenet_stem_shapes_match_keras(graph):
+    img = tf.placeholder(tf.float32, [2, 224, 224, 3])
+    model = models.densenet121(img, 1000, data_format='channels_last', include_top=False)
+    model()
+    pool = graph.get_tensor_by_name('densenet/stem/pool0/MaxPool:0')
+    assert pool.shape.as_list() == [2, 56, 56, 64]
+
+
+def test_legacy_get_model_returns_logits(graph):
+    img = tf.placeholder(tf.float32, [None, 32, 32, 3])
+    logits = models.densenet_121.get_model(img, 7, 'channels_last', True)
+    assert logits.shape.as_list() == [None, 7]
+
+
+def test_channels_first_builds_the_same_variables(graph):
+    img = tf.placeholder(tf.float32, [None, 3, SIZE, SIZE])
+    models.densenet_bc(img, CLASSES, depth=16, growth_rate=4, data_format='channels_first')()
+    shapes = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
+    assert shapes['densenet/denseblock1/denselayer1/conv2/kernel'] == [3, 3, 16, 4]
+
+
+# -- configuration errors --------------------------------------------------------------------
+
+BAD_CONFIGS = [
+    (dict(depth=41, bottleneck=True), r'depth=41 .*multiple of 6'),
+    (dict(depth=42), r'depth=42 .*multiple of 3'),
+    (dict(depth=3), r'depth=3 '),
+    (dict(reduction=1.0), r'reduction must be in \[0, 1\)'),
+    (dict(reduction=-0.1), r'reduction'),
+    (dict(nb_layers_per_block=[2, 2]), r'lists 2 blocks but nb_dense_block is 3'),
+    (dict(nb_layers_per_block=[2, 0, 2]), r'nb_layers_per_block must be an integer >= 1'),
+    (dict(nb_layers_per_block=0), r'nb_layers_per_block must be an integer >= 1'),
+    (dict(growth_rate=0), r'growth_rate must be an integer >= 1'),
+    (dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
+    (dict(data_format='NHWC'), r'data_format must be one of'),
+    (dict(efficient='yes'), r'efficient must be True or False'),
+    (dict(nb_filter=0), r'nb_filter must be an integer >= 1'),
+]
+
+
+@pytest.mark.parametrize('kwargs,message', BAD_CONFIGS)
+def test_bad_configuration_raises_value_error(graph, kwargs, message):
+    img = tf.placeholder(tf.float32, [None, SIZE, SIZE, 3])
+    kwargs.setdefault('data_format', 'channels_last')
+    with pytest.raises(ValueError, match=message):
+        models.DenseNetCreator(img, CLASSES, **kwargs)
+
+
+def test_bad_inputs_raise_value_error(graph):
+    with pytest.raises(ValueError, match='4-D'):
+        models.DenseNetCreator(tf.placeholder(tf.float32, [None, 8, 8]), 10)
+    with pytest.raises(ValueError, match='floating point'):
+        models.DenseNetCreator(tf.placeholder(tf.uint8, [None, 8, 8, 3]), 10,
+                               data_format='channels_last')
+    with pytest.raises(ValueError, match='unknown model'):
+        models.create('resnet50', tf.placeholder(tf.float32, [None, 8, 8, 3]), 10)
+
+
+def test_default_data_format_on_this_machine():
+    expected = 'channels_first' if tf.test.is_gpu_available() else 'channels_last'
+    assert L.default_data_format() == expected
+
+
+# -- efficient == naive ------------------------------------------------------------------------
+
+def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32):
+    """Loss, gradients (by variable name) and moving statistics after one step, fixed weights."""
+    with tf.Graph().as_default():
+        img = tf.constant(_images())
+        model = models.densenet_bc(tf.cast(img, dtype), CLASSES, depth=16, growth_rate=4,
+                                   efficient=efficient, dropout_rate=dropout_rate,
+                                   data_format='channels_last')
+        loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
+        variables = tf.trainable_variables()
+        grads = tf.gradients(loss, variables)
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        moving = [v for v in tf.global_variables() if 'moving' in v.op.name]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            load_random_weights(sess, tf.global_variables())
+            feed = {model.dropout_seed: [7, 11]} if dropout_rate else {}
+            before = sess.run(moving)
+            loss_value, grad_values, _ = sess.run([loss, grads, updates], feed)
+            after = sess.run(moving)
+        names = [v.op.name for v in variables]
+        return dict(loss=loss_value, grads=dict(zip(names, grad_values)), n_updates=len(updates),
+                    moving_before={v.op.name: b for v, b in zip(moving, before)},
+                    moving_after={v.op.name: a for v, a in zip(moving, after)},
+                    graph_ops=[op for op in tf.get_default_graph().get_operations()])
+
+
+def _relative_error(a, b):
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-12)
+
+
+@pytest.mark.parametrize('dropout_rate', [0.0, 0.3])
+def test_efficient_gives_the_same_loss_and_gradients(dropout_rate):
+    naive = _loss_and_gradients(False, dropout_rate)
+    efficient = _loss_and_gradients(True, dropout_rate)
+    assert np.isfinite(naive['loss'])
+    assert _relative_error(naive['loss'], efficient['loss']) < 1e-5
+    assert sorted(naive['grads']) == sorted(efficient['grads'])
+    for name, grad in naive['grads'].items():
+        assert np.any(grad != 0), name
+        assert _relative_error(grad, efficient['grads'][name]) < 1e-5, name
+    # Moving statistics after the step are the same, i.e. updated once in both modes.
+    for name, value in naive['moving_after'].items():
+        np.testing.assert_allclose(value, efficient['moving_after'][name], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_changes_the_loss_and_its_seed_replays_it():
+    a = _loss_and_gradients(True, 0.3)
+    b = _loss_and_gradients(True, 0.0)
+    assert abs(a['loss'] - b['loss']) > 1e-4
+    assert _relative_error(a['loss'], _loss_and_gradients(True, 0.3)['loss']) < 1e-6
+
+
+def test_efficient_graph_really_recomputes_in_the_backward_pass():
+    def forward_convs_under_gradients(result):
+        return [op for op in result['graph_ops']
+                if op.type == 'Conv2D' and op.name.startswith('gradients')]
+    assert not forward_convs_under_gradients(_loss_and_gradients(False))
+    # 1 stem + 3 blocks x 2 layers x 2 convs + 2 transitions
+    assert len(forward_convs_under_gradients(_loss_and_gradients(True))) == 1 + 12 + 2
+
+
+@pytest.mark.parametrize('efficient', [False, True])
+def test_moving_statistics_get_exactly_one_momentum_update(efficient):
+    with tf.Graph().as_default():
+        images = _images()
+        model = models.densenet_bc(tf.constant(images), CLASSES, depth=16, growth_rate=4,
+                                   efficient=efficient, data_format='channels_last')
+        loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
+        train = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        # Collected after the gradients exist: recomputation must not have added any.
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        assert len(updates) == 2 * (1 + 3 * 2 * 2 + 2)
+        assert updates == model.update_ops
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            kernel, = [v for v in tf.global_variables() if v.op.name == 'densenet/stem/conv0/kernel']
+            conv0 = sess.run(tf.nn.conv2d(images, kernel, 1, 'SAME'))
+            sess.run([train] + updates)
+            scope = 'densenet/denseblock1/denselayer1/norm1/'
+            mean, var = sess.run([v for v in tf.global_variables() if v.op.name in (
+                scope + 'moving_mean', scope + 'moving_variance')])
+    # First BN of the first layer normalises conv0's output: one update from (0, 1).
+    batch_mean = conv0.mean(axis=(0, 1, 2))
+    batch_var = conv0.var(axis=(0, 1, 2), ddof=1)
+    momentum = L.BN_MOMENTUM
+    np.testing.assert_allclose(mean, (1 - momentum) * batch_mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(var, momentum + (1 - momentum) * batch_var, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('written_efficient', [False, True])
+def test_checkpoints_restore_across_efficient_settings(tmp_path, written_efficient):
+    path = os.path.join(str(tmp_path), 'model.ckpt')
+    logits = {}
+    for efficient in (written_efficient, not written_efficient):
+        with tf.Graph().as_default():
+            model = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
+                                       efficient=efficient, data_format='channels_last')
+            out = model()
+            loss = tf.losses.sparse_softmax_cross_entropy(_labels(), out)
+            train = tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+            saver = tf.train.Saver()
+            with tf.Session() as sess:
+                if efficient == written_efficient:
+                    sess.run(tf.global_variables_initializer())
+                    load_random_weights(sess, tf.global_variables(), seed=3)
+                    sess.run([train] + model.update_ops)
+                    logits['written'] = sess.run(out)
+                    saver.save(sess, path)
+                else:
+                    saver.restore(sess, path)
+                    logits['restored'] = sess.run(out)
+    np.testing.assert_allclose(logits['written'], logits['restored'], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('efficient', [False, True])
+def test_fp16_step_runs_with_float16_activations_and_float32_variables(efficient):
+    with tf.Graph().as_default():
+        img = tf.cast(tf.constant(_images()), tf.float16)
+        model = models.densenet_bc(img, CLASSES, depth=16, growth_rate=4, efficient=efficient,
+                                   dropout_rate=0.1, data_format='channels_last')
+        logits = model()
+        loss = tf.losses.sparse_softmax_cross_entropy(_labels(), logits)
+        with tf.control_dependencies(model.update_ops):
+            train = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
+        assert logits.dtype == tf.float32
+        assert all(v.dtype.base_dtype == tf.float32 for v in tf.global_variables())
+        conv = tf.get_default_graph().get_tensor_by_name(
+            'densenet/denseblock1/denselayer1/conv2/Conv2D:0')
+        assert conv.dtype == tf.float16
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            first = sess.run(loss)
+            for _ in range(3):
+                sess.run(train)
+            assert np.isfinite(first) and np.isfinite(sess.run(loss))

@@ -1,0 +1,348 @@
+"""Input pipelines (tf.data) for digits, CIFAR-10/100, ImageNet TFRecords and synthetic data.
+
+Every pipeline yields raw pixel values as float32 NHWC and int32 labels; normalisation by the
+dataset's per-channel mean and std happens in the model graph (`Dataset.normalize`), so that an
+exported graph takes raw pixels too.
+"""
+import glob
+import os
+import pickle
+
+import numpy as np
+import tensorflow as tf
+
+DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet', 'synthetic')
+
+
+class DataError(Exception):
+    """The data directory is missing or does not hold what the dataset needs (one-line message)."""
+
+
+class Dataset(object):
+    """What a run needs to know about a dataset, and its input pipeline."""
+    name = None
+    image_shape = None      # (height, width, channels) fed to the model
+    num_classes = None
+    train_size = None
+    test_size = None
+    mean = None             # per channel, raw pixel scale
+    std = None
+
+    def normalize(self, images):
+        """Raw pixels -> zero mean, unit variance per channel (part of the model graph)."""
+        mean = tf.constant(self.mean, images.dtype, name='mean')
+        std = tf.constant(self.std, images.dtype, name='std')
+        return (images - mean) / std
+
+    def input_fn(self, training, batch_size, num_shards=1, shard_index=0, epochs=None, seed=None):
+        """A dataset of (images, labels) batches; training repeats `epochs` times (None: forever)
+        and shuffles and augments; evaluation passes once over the whole test split."""
+        ds = self._examples(training)
+        if num_shards > 1:
+            ds = ds.shard(num_shards, shard_index)
+        if training:
+            ds = ds.shuffle(min(self.train_size, 20000), seed=seed, reshuffle_each_iteration=True)
+            ds = ds.repeat(epochs)
+        ds = ds.map(lambda image, label: (self._preprocess(image, training), label),
+                    num_parallel_calls=2)
+        ds = ds.batch(batch_size, drop_remainder=training)
+        return ds.prefetch(2)
+
+    def _examples(self, training):
+        raise NotImplementedError
+
+    def _preprocess(self, image, training):
+        return tf.cast(image, tf.float32)
+
+
+def _from_arrays(images, labels):
+    """Single (image, label) examples from in-memory arrays, without embedding them in the graph
+    (a constant would bloat every saved GraphDef and checkpoint meta graph)."""
+    def generate():
+        for i in range(len(labels)):
+            yield images[i], labels[i]
+    return tf.data.Dataset.from_generator(
+        generate, (tf.uint8 if images.dtype == np.uint8 else tf.float32, tf.int32),
+        (tf.TensorShape(images.shape[1:]), tf.TensorShape([])))
+
+
+def _check_labels(labels, num_classes, path):
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError('%s: label %d out of range [0, %d)' % (
+            path, labels.max() if labels.max() >= num_classes else labels.min(), num_classes))
+    return labels.astype(np.int32)
+
+
+class Digits(Dataset):
+    """scikit-learn's bundled handwritten digits: 1,797 real 8x8 images (values 0-16), 10 classes.
+
+    Fixed split: a seeded stratified permutation keeps 360 images for test.
+    """
+    name = 'digits'
+    image_shape = (8, 8, 1)
+    num_classes = 10
+    TEST_SIZE = 360
+
+    def __init__(self, data_dir=None):
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+        digits = load_digits()
+        images = digits.images.astype(np.float32)[..., None]
+        split = train_test_split(images, digits.target.astype(np.int32), test_size=self.TEST_SIZE,
+                                 random_state=0, stratify=digits.target)
+        self.train_images, self.test_images, self.train_labels, self.test_labels = split
+        self.train_size, self.test_size = len(self.train_labels), len(self.test_labels)
+        self.mean = [float(self.train_images.mean())]
+        self.std = [float(self.train_images.std())]
+
+    def _examples(self, training):
+        if training:
+            return _from_arrays(self.train_images, self.train_labels)
+        return _from_arrays(self.test_images, self.test_labels)
+
+    def _preprocess(self, image, training):
+        image = tf.cast(image, tf.float32)
+        if training:  # shift by up to one pixel
+            image = tf.image.random_crop(tf.pad(image, [[1, 1], [1, 1], [0, 0]]), [8, 8, 1])
+        return image
+
+
+class _Cifar(Dataset):
+    image_shape = (32, 32, 3)
+    train_size = 50000
+    test_size = 10000
+    IMAGE_BYTES = 32 * 32 * 3
+
+    # (directory, train files, test files, label bytes before the image, label key) per release
+    def __init__(self, data_dir):
+        data_dir = data_dir or ''
+        found = [(kind, os.path.join(data_dir, sub)) for kind, sub in self.RELEASES
+                 if os.path.isdir(os.path.join(data_dir, sub))]
+        if os.path.basename(os.path.normpath(data_dir)) in dict((s, k) for k, s in self.RELEASES):
+            sub = os.path.basename(os.path.normpath(data_dir))
+            found = [(dict((s, k) for k, s in self.RELEASES)[sub], data_dir)]
+        if not found:
+            raise DataError(
+                '%s: no %s data; expected %s inside it (get it with: python train.py '
+                '--dataset %s --data_dir %s --download True)' % (
+                    data_dir or '(no --data_dir)', self.name,
+                    ' or '.join(s + '/' for _, s in self.RELEASES), self.name,
+                    data_dir or 'DIR'))
+        self.kind, self.dir = found[0]
+        for split in ('train', 'test'):
+            for path in self._files(split == 'train'):
+                if not os.path.isfile(path):
+                    raise DataError('%s: missing (a complete %s release has %s)' % (
+                        path, self.name, ', '.join(os.path.basename(p) for p in
+                                                    self._files(True) + self._files(False))))
+                if self.kind == 'bin' and os.path.getsize(path) % self._record_bytes():
+                    raise DataError('%s: truncated or not a CIFAR binary file (%d bytes is not a '
+                                    'multiple of the %d-byte record)' % (
+                                        path, os.path.getsize(path), self._record_bytes()))
+
+    def _record_bytes(self):
+        return self.LABEL_BYTES + self.IMAGE_BYTES
+
+    def _files(self, training):
+        names = self.FILES[self.kind][0 if training else 1]
+        return [os.path.join(self.dir, n) for n in names]
+
+    def _examples(self, training):
+        if self.kind == 'bin':
+            return self._binary_examples(training)
+        images, labels = [], []
+        for path in self._files(training):
+            batch = load_python_batch(path)
+            data = np.asarray(batch.get(b'data', batch.get('data')))
+            if data.ndim != 2 or data.shape[1] != self.IMAGE_BYTES:
+                raise DataError('%s: expected data of shape (N, %d), got %s' % (
+                    path, self.IMAGE_BYTES, data.shape))
+            label = batch.get(self.LABEL_KEY.encode(), batch.get(self.LABEL_KEY))
+            if label is None or len(label) != len(data):
+                raise DataError('%s: no %r list matching the %d images' % (
+                    path, self.LABEL_KEY, len(data)))
+            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.append(_check_labels(label, self.num_classes, path))
+        return _from_arrays(np.concatenate(images).astype(np.uint8), np.concatenate(labels))
+
+    def _binary_examples(self, training):
+        files = self._files(training)
+        for path in files:  # the label bytes only: cheap, and a bad label fails here, not mid-run
+            raw = np.fromfile(path, np.uint8).reshape(-1, self._record_bytes())
+            _check_labels(raw[:, self.LABEL_BYTES - 1], self.num_classes, path)
+        label_offset = self.LABEL_BYTES - 1
+
+        def parse(record):
+            raw = tf.io.decode_raw(record, tf.uint8)
+            label = tf.cast(raw[label_offset], tf.int32)
+            image = tf.reshape(raw[self.LABEL_BYTES:], [3, 32, 32])
+            return tf.transpose(image, [1, 2, 0]), label
+        return tf.data.FixedLengthRecordDataset(files, self._record_bytes()).map(parse)
+
+    def _preprocess(self, image, training):
+        image = tf.cast(image, tf.float32)
+        if training:
+            image = tf.image.random_crop(tf.pad(image, [[4, 4], [4, 4], [0, 0]]), [32, 32, 3])
+            image = tf.image.random_flip_left_right(image)
+        return image
+
+
+class Cifar10(_Cifar):
+    name = 'cifar10'
+    num_classes = 10
+    mean = [125.3, 123.0, 113.9]
+    std = [63.0, 62.1, 66.7]
+    LABEL_BYTES = 1
+    LABEL_KEY = 'labels'
+    RELEASES = (('bin', 'cifar-10-batches-bin'), ('py', 'cifar-10-batches-py'))
+    FILES = {'bin': (['data_batch_%d.bin' % i for i in range(1, 6)], ['test_batch.bin']),
+             'py': (['data_batch_%d' % i for i in range(1, 6)], ['test_batch'])}
+
+
+class Cifar100(_Cifar):
+    name = 'cifar100'
+    num_classes = 100
+    mean = [129.3, 124.1, 112.4]
+    std = [68.2, 65.4, 70.4]
+    LABEL_BYTES = 2  # coarse label, then the fine label we train on
+    LABEL_KEY = 'fine_labels'
+    RELEASES = (('bin', 'cifar-100-binary'), ('py', 'cifar-100-python'))
+    FILES = {'bin': (['train.bin'], ['test.bin']), 'py': (['train'], ['test'])}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles only what CIFAR's python batches hold: dicts, lists, strings, numbers and numpy
+    arrays. Any other global is refused before it is looked up, so nothing else can run."""
+    ALLOWED = {
+        ('numpy.core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
+        ('numpy.core.multiarray', 'scalar'), ('copy_reg', '_reconstructor'),
+        ('copyreg', '_reconstructor'), ('__builtin__', 'object'), ('builtins', 'object'),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError('refusing to load %s.%s' % (module, name))
+        if module == 'copy_reg':
+            module = 'copyreg'
+        elif module == '__builtin__':
+            module = 'builtins'
+        return super(_RestrictedUnpickler, self).find_class(module, name)
+
+
+def load_python_batch(path):
+    """A CIFAR python-release batch as a dict, read with the restricted unpickler."""
+    try:
+        with open(path, 'rb') as f:
+            batch = _RestrictedUnpickler(f, encoding='bytes').load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise DataError('%s: not a CIFAR python batch (%s)' % (path, e))
+    if not isinstance(batch, dict):
+        raise DataError('%s: not a CIFAR python batch (a %s, not a dict)' % (
+            path, type(batch).__name__))
+    return batch
+
+
+class ImageNet(Dataset):
+    """TFRecord shards in the standard layout: train-* and validation-*, with image/encoded (JPEG
+    or PNG) and image/class/label (1-based; 0 is the background class in some exports)."""
+    name = 'imagenet'
+    num_classes = 1000
+    train_size = 1281167
+    test_size = 50000
+    mean = [123.675, 116.28, 103.53]   # 255 x (0.485, 0.456, 0.406), tf.keras' "torch" mode
+    std = [58.395, 57.12, 57.375]      # 255 x (0.229, 0.224, 0.225)
+
+    def __init__(self, data_dir, image_size=224):
+        self.dir = data_dir or ''
+        self.image_shape = (image_size, image_size, 3)
+        for prefix in ('train', 'validation'):
+            if not glob.glob(os.path.join(self.dir, prefix + '-*')):
+                raise DataError('%s: no %s-* TFRecord shards (expected the standard ImageNet '
+                                'layout: train-00000-of-01024 ..., validation-00000-of-00128 ...)'
+                                % (self.dir or '(no --data_dir)', prefix))
+
+    def _examples(self, training):
+        files = sorted(glob.glob(os.path.join(self.dir, ('train' if training else 'validation')
+                                              + '-*')))
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        if training:
+            ds = ds.shuffle(len(files))
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)))
+        features = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
+                    'image/class/label': tf.io.FixedLenFeature([], tf.int64)}
+
+        def parse(record):
+            parsed = tf.io.parse_single_example(record, features)
+            return parsed['image/encoded'], tf.cast(parsed['image/class/label'] - 1, tf.int32)
+        return ds.map(parse)
+
+    def _preprocess(self, encoded, training):
+        size = self.image_shape[0]
+        image = tf.image.decode_image(encoded, channels=3, expand_animations=False)
+        if training:
+            begin, crop, _ = tf.image.sample_distorted_bounding_box(
+                tf.shape(image), tf.zeros([0, 0, 4]), min_object_covered=0.1,
+                aspect_ratio_range=(3. / 4, 4. / 3), area_range=(0.08, 1.0),
+                max_attempts=10, use_image_if_no_bounding_boxes=True)
+            image = tf.slice(image, begin, crop)
+            image = tf.image.resize(image, [size, size])
+            image = tf.image.random_flip_left_right(image)
+        else:
+            # Resize the shorter side to size / 0.875, then take the central size x size crop.
+            shape = tf.cast(tf.shape(image)[:2], tf.float32)
+            scale = (size / 0.875) / tf.reduce_min(shape)
+            new = tf.cast(tf.round(shape * scale), tf.int32)
+            image = tf.image.resize(image, new)
+            top, left = (new[0] - size) // 2, (new[1] - size) // 2
+            image = image[top:top + size, left:left + size]
+        image.set_shape([size, size, 3])
+        return tf.cast(image, tf.float32)
+
+
+class Synthetic(Dataset):
+    """Random images in [0, 255] with random labels, of another dataset's shape (no I/O)."""
+    name = 'synthetic'
+
+    def __init__(self, like):
+        self.image_shape, self.num_classes = like.image_shape, like.num_classes
+        self.train_size, self.test_size = like.train_size, like.test_size
+        self.mean, self.std = like.mean, like.std
+
+    def _examples(self, training):
+        shape, classes = self.image_shape, self.num_classes
+        ds = tf.data.Dataset.range(self.train_size if training else self.test_size)
+        return ds.map(lambda i: (tf.random.uniform(shape, 0, 255),
+                                 tf.random.uniform([], 0, classes, tf.int32)))
+
+
+class _Like(object):
+    def __init__(self, image_shape, num_classes, train_size, test_size, mean, std):
+        self.image_shape, self.num_classes = image_shape, num_classes
+        self.train_size, self.test_size, self.mean, self.std = train_size, test_size, mean, std
+
+
+def get_dataset(name, data_dir=None, image_size=None, synthetic_like='cifar10'):
+    """The `Dataset` called `name`; raises DataError if its files are missing or malformed."""
+    if name == 'digits':
+        return Digits(data_dir)
+    if name == 'cifar10':
+        return Cifar10(data_dir)
+    if name == 'cifar100':
+        return Cifar100(data_dir)
+    if name == 'imagenet':
+        return ImageNet(data_dir, image_size or 224)
+    if name == 'synthetic':
+        if synthetic_like == 'imagenet':
+            size = image_size or 224
+            like = _Like((size, size, 3), 1000, ImageNet.train_size, ImageNet.test_size,
+                         ImageNet.mean, ImageNet.std)
+        elif synthetic_like in ('cifar10', 'cifar100'):
+            cls = Cifar10 if synthetic_like == 'cifar10' else Cifar100
+            like = _Like(cls.image_shape, cls.num_classes, cls.train_size, cls.test_size,
+                         cls.mean, cls.std)
+        else:
+            raise ValueError('synthetic data mimics cifar10, cifar100 or imagenet, not %r'
+                             % (synthetic_like,))
+        return Synthetic(like)
+    raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))
