@@ -1,0 +1,49 @@
+"""Evaluate a checkpoint from --model_dir on the test split: loss, top-1 (and top-5) accuracy.
+
+    python eval.py --model_dir runs/digits [--checkpoint PATH] [--json results.json]
+"""
+import argparse
+import json
+
+from utils.cli import run_main
+
+
+def parse_args(argv):
+    from utils import flags
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    flags.add_model_flags(parser)
+    # Architecture flags default to what train.py saved in --model_dir/config.json.
+    parser.set_defaults(dataset=None, efficient=False)
+    parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
+    parser.add_argument('--json', default=None, help='also write the results to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv):
+    args = parse_args(argv)
+    from utils import data, flags, run_loop
+    from utils.checkpoints import find_checkpoint
+    checkpoint = find_checkpoint(args.model_dir, args.checkpoint)
+    saved = flags.load_config(args.model_dir) or {}
+    for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size'):
+        if getattr(args, key) is None and saved.get(key) is not None:
+            setattr(args, key, saved[key])
+    if args.dataset is None:
+        args.dataset = saved.get('dataset', 'digits').split('-')[0]
+    if args.dataset == 'synthetic' and '-' in saved.get('dataset', ''):
+        args.synthetic_like = saved['dataset'].split('-')[1]
+    dataset = data.get_dataset(args.dataset, args.data_dir, args.image_size, args.synthetic_like)
+    flags.resolve_model_flags(args, dataset)
+    config = run_loop.RunConfig(model=args.model, depth=args.depth, growth_rate=args.growth_rate,
+                                data_format=args.data_format, efficient=False, fp16=args.fp16,
+                                batch_size=args.batch_size)
+    results = run_loop.evaluate(dataset, config, checkpoint)
+    print('%s (step %d): %s' % (checkpoint, results['global_step'],
+                                run_loop.format_metrics(results)))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+
+
+if __name__ == '__main__':
+    run_main(main)
