@@ -218,6 +218,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ('numpy.core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
         ('numpy.core.multiarray', 'scalar'), ('copy_reg', '_reconstructor'),
         ('copyreg', '_reconstructor'), ('__builtin__', 'object'), ('builtins', 'object'),
+        # Python 3 writes bytes as _codecs.encode(text, 'latin1') under pickle protocol 2.
+        ('_codecs', 'encode'),
     }
 
     def find_class(self, module, name):

@@ -75,10 +75,11 @@ def _top_k_correct(logits, labels, k):
     return tf.reduce_sum(tf.cast(tf.nn.in_top_k(logits, labels, k), tf.float32))
 
 
-def train(dataset, config, log=print, on_rank0_start=None):
+def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     """Trains until `total_steps`, resuming from `config.model_dir`; returns the last step.
 
-    `on_rank0_start()` runs once on the chief before training (e.g. to save the run's config).
+    `on_rank0_start()` runs once on the chief before training (e.g. to save the run's config);
+    `extra_hooks` are more SessionRunHooks for every worker.
     """
     import horovod.tensorflow as hvd
     hvd.init()  # Horovod: one process per worker, or a single one without horovodrun.
@@ -136,7 +137,7 @@ def train(dataset, config, log=print, on_rank0_start=None):
         # Horovod: start every worker from rank 0's (possibly restored) variables.
         hvd.BroadcastGlobalVariablesHook(0),
         _NonFiniteLossHook(loss, config.model_dir),
-    ]
+    ] + list(extra_hooks)
     if rank0:
         hooks += [
             _ProgressHook(fetches, start, last_step, config.batch_size * hvd.size(),
