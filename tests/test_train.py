@@ -60,6 +60,12 @@ def test_train_resume_and_eval_end_to_end(tmp_path):
         metrics = json.load(f)
     assert metrics['examples'] == 360 and metrics['global_step'] == 60
 
+    other = run('eval.py', '--model_dir', model_dir, '--depth', '22', check=False)
+    assert other.returncode == 1 and 'Traceback' not in other.stderr
+    assert re.match(r'error: .*model\.ckpt-60 was written by another architecture: it has no '
+                    r'variable densenet/denseblock1/denselayer3/norm1/gamma', other.stderr), \
+        other.stderr
+
 
 @pytest.mark.slow
 def test_a_short_run_learns_digits(tmp_path):
