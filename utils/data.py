@@ -318,10 +318,27 @@ class Synthetic(Dataset):
                                  tf.random.uniform([], 0, classes, tf.int32)))
 
 
-class _Like(object):
-    def __init__(self, image_shape, num_classes, train_size, test_size, mean, std):
-        self.image_shape, self.num_classes = image_shape, num_classes
+class DatasetSpec(Dataset):
+    """Shape, classes and normalisation of a dataset, without its files (e.g. for export)."""
+
+    def __init__(self, name, image_shape, num_classes, train_size, test_size, mean, std):
+        self.name, self.image_shape, self.num_classes = name, tuple(image_shape), num_classes
         self.train_size, self.test_size, self.mean, self.std = train_size, test_size, mean, std
+
+
+def spec(name, image_size=None):
+    """The `DatasetSpec` of digits, cifar10, cifar100 or imagenet; reads no data directory."""
+    if name == 'digits':
+        return Digits()  # bundled with scikit-learn
+    if name in ('cifar10', 'cifar100'):
+        cls = Cifar10 if name == 'cifar10' else Cifar100
+        return DatasetSpec(name, cls.image_shape, cls.num_classes, cls.train_size, cls.test_size,
+                           cls.mean, cls.std)
+    if name == 'imagenet':
+        size = image_size or 224
+        return DatasetSpec(name, (size, size, 3), ImageNet.num_classes, ImageNet.train_size,
+                           ImageNet.test_size, ImageNet.mean, ImageNet.std)
+    raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))
 
 
 def get_dataset(name, data_dir=None, image_size=None, synthetic_like='cifar10'):
@@ -335,16 +352,8 @@ def get_dataset(name, data_dir=None, image_size=None, synthetic_like='cifar10'):
     if name == 'imagenet':
         return ImageNet(data_dir, image_size or 224)
     if name == 'synthetic':
-        if synthetic_like == 'imagenet':
-            size = image_size or 224
-            like = _Like((size, size, 3), 1000, ImageNet.train_size, ImageNet.test_size,
-                         ImageNet.mean, ImageNet.std)
-        elif synthetic_like in ('cifar10', 'cifar100'):
-            cls = Cifar10 if synthetic_like == 'cifar10' else Cifar100
-            like = _Like(cls.image_shape, cls.num_classes, cls.train_size, cls.test_size,
-                         cls.mean, cls.std)
-        else:
+        if synthetic_like not in ('cifar10', 'cifar100', 'imagenet'):
             raise ValueError('synthetic data mimics cifar10, cifar100 or imagenet, not %r'
                              % (synthetic_like,))
-        return Synthetic(like)
+        return Synthetic(spec(synthetic_like, image_size))
     raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))

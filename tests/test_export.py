@@ -1,0 +1,116 @@
+"""export.py: frozen graph and SavedModel agree with the evaluation graph; errors; --predict."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_train import SMALL, run
+from utils import data, run_loop
+from utils.predict import Predictor, read_images
+
+TRAINING_OPS = ('VarHandleOp', 'VariableV2', 'ReadVariableOp', 'AssignVariableOp', 'Assign',
+                'IteratorV2', 'IteratorGetNext', 'IdentityN', 'SaveV2', 'RestoreV2')
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    """Model dirs trained for 10 steps: efficient, naive, and efficient under fp16."""
+    root = tmp_path_factory.mktemp('export')
+    dirs = {}
+    for name, extra in (('efficient', ['--efficient', 'True']), ('naive', ['--efficient', 'False']),
+                        ('fp16', ['--efficient', 'True', '--fp16', 'True'])):
+        dirs[name] = str(root / name)
+        run('train.py', '--model_dir', dirs[name], '--max_steps', '10', *(SMALL + extra))
+    return dirs
+
+
+def _eval_graph_logits(model_dir, images):
+    """Logits of the checkpoint through run_loop.inference, the graph eval.py builds."""
+    with open(os.path.join(model_dir, 'config.json')) as f:
+        saved = json.load(f)
+    config = run_loop.RunConfig(model=saved['model'], depth=saved['depth'],
+                                growth_rate=saved['growth_rate'], data_format='channels_last',
+                                efficient=False, fp16=False)
+    with tf.Graph().as_default():
+        logits, _ = run_loop.inference(tf.constant(images), data.spec('digits'), config, False)
+        with tf.Session() as sess:
+            tf.train.Saver().restore(sess, tf.train.latest_checkpoint(model_dir))
+            return sess.run(logits)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('kind', ['efficient', 'naive', 'fp16'])
+def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, kind):
+    pb, saved_model = str(tmp_path / 'model.pb'), str(tmp_path / 'saved')
+    out = run('export.py', '--model_dir', trained[kind], '--output', pb,
+              '--saved_model', saved_model).stdout
+    assert re.search(r"input 'input' float32 \[None, 8, 8, 1\]", out), out
+    images = data.spec('digits').test_images[:16]
+    expected = _eval_graph_logits(trained[kind], images)
+
+    predictor = Predictor(pb)
+    assert np.max(np.abs(predictor.logits_of(images) - expected)) <= 1e-5
+    op_types = {node.op for node in predictor.graph.as_graph_def().node}
+    assert not op_types & set(TRAINING_OPS), op_types & set(TRAINING_OPS)
+    assert not [t for t in op_types if 'Grad' in t or t.startswith('Apply')]
+    params = sum(np.prod(v.shape) for v in [tf.train.load_variable(trained[kind], n) for n, _ in
+                 tf.train.list_variables(trained[kind]) if n.startswith('densenet/')])
+    assert os.path.getsize(pb) < 4 * params * 1.2 + 200000
+
+    with tf.Graph().as_default(), tf.Session() as sess:
+        meta = tf.saved_model.loader.load(sess, [tf.saved_model.SERVING], saved_model)
+        signature = meta.signature_def['serving_default']
+        logits = sess.run(signature.outputs['logits'].name,
+                          {signature.inputs['images'].name: images})
+        classes = sess.run(signature.outputs['classes'].name,
+                           {signature.inputs['images'].name: images})
+    assert np.max(np.abs(logits - expected)) <= 1e-5
+    np.testing.assert_array_equal(classes, np.argmax(expected, 1))
+
+
+@pytest.mark.slow
+def test_predict_reads_png_files(trained, tmp_path):
+    pb = str(tmp_path / 'model.pb')
+    run('export.py', '--model_dir', trained['efficient'], '--output', pb)
+    digits = data.spec('digits')
+    paths = []
+    with tf.Graph().as_default(), tf.Session() as sess:
+        for i in range(3):
+            path = str(tmp_path / ('digit%d.png' % i))
+            pixels = digits.test_images[i].astype(np.uint8)  # 0..16 fit a PNG exactly
+            with open(path, 'wb') as f:
+                f.write(sess.run(tf.image.encode_png(pixels)))
+            paths.append(path)
+    images = read_images(paths, (8, 8, 1))
+    np.testing.assert_array_equal(images, digits.test_images[:3])
+    out = run('export.py', '--predict', pb, *paths).stdout
+    for path in paths:
+        assert re.search(re.escape(path) + r': \d+ \(0\.\d{3}\), \d+', out), out
+
+
+@pytest.mark.slow
+def test_export_errors_are_one_line(trained, tmp_path):
+    no_checkpoint = run('export.py', '--model_dir', str(tmp_path), '--output', 'x.pb',
+                        check=False)
+    assert no_checkpoint.returncode == 1 and 'no checkpoint found' in no_checkpoint.stderr
+    unwritable = run('export.py', '--model_dir', trained['naive'], '--output',
+                     str(tmp_path / 'missing' / 'x.pb'), check=False)
+    assert unwritable.returncode == 1 and 'output directory does not exist' in unwritable.stderr
+    # Point the saved architecture at another growth rate: the checkpoint no longer fits.
+    other = str(tmp_path / 'other')
+    os.makedirs(other)
+    with open(os.path.join(trained['naive'], 'config.json')) as f:
+        config = json.load(f)
+    config['growth_rate'] = 6
+    with open(os.path.join(other, 'config.json'), 'w') as f:
+        json.dump(config, f)
+    mismatch = run('export.py', '--model_dir', other, '--output', str(tmp_path / 'x.pb'),
+                   '--checkpoint', tf.train.latest_checkpoint(trained['naive']), check=False)
+    assert mismatch.returncode == 1 and 'Traceback' not in mismatch.stderr
+    # The first mismatch in build order: the stem's 2k filters.
+    assert re.search(r'another architecture: densenet/stem/conv0/kernel is \[3, 3, 1, 8\] '
+                     r'there, \[3, 3, 1, 12\] in this model', mismatch.stderr), \
+        mismatch.stderr

@@ -1,0 +1,50 @@
+"""Load a frozen DenseNet graph and classify images with it (TF's own PNG/JPEG decoders)."""
+import numpy as np
+import tensorflow as tf
+
+from utils.export import INPUT, LOGITS, PROBABILITIES
+
+
+class Predictor(object):
+    """Runs a frozen graph written by export.py on batches of raw NHWC pixels."""
+
+    def __init__(self, path):
+        graph_def = tf.GraphDef()
+        with open(path, 'rb') as f:
+            graph_def.ParseFromString(f.read())
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.import_graph_def(graph_def, name='')
+        self.input = self.graph.get_tensor_by_name(INPUT + ':0')
+        self.logits = self.graph.get_tensor_by_name(LOGITS + ':0')
+        self.probabilities = self.graph.get_tensor_by_name(PROBABILITIES + ':0')
+        self.image_shape = tuple(self.input.shape.as_list()[1:])
+        self.session = tf.Session(graph=self.graph)
+
+    def logits_of(self, images):
+        return self.session.run(self.logits, {self.input: images})
+
+    def top_k(self, images, k=5):
+        """[(classes, probabilities)] per image, most likely first."""
+        probabilities = self.session.run(self.probabilities, {self.input: images})
+        order = np.argsort(-probabilities, axis=1)[:, :k]
+        return [(row, probabilities[i, row]) for i, row in enumerate(order)]
+
+
+def read_images(paths, image_shape):
+    """PNG/JPEG files -> float32 [N, H, W, C] raw pixels, resized (shorter side, centre crop)."""
+    height, width, channels = image_shape
+    with tf.Graph().as_default():
+        path = tf.placeholder(tf.string)
+        image = tf.image.decode_image(tf.io.read_file(path), channels=channels,
+                                      expand_animations=False)
+        image = tf.image.resize_image_with_crop_or_pad(
+            tf.image.resize(image, _shorter_side_to(tf.shape(image), min(height, width))),
+            height, width)
+        with tf.Session() as sess:
+            return np.stack([sess.run(image, {path: p}) for p in paths]).astype(np.float32)
+
+
+def _shorter_side_to(shape, size):
+    hw = tf.cast(shape[:2], tf.float32)
+    return tf.cast(tf.round(hw * (size / tf.reduce_min(hw))), tf.int32)
