@@ -28,10 +28,11 @@ def main(argv):
     for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size'):
         if getattr(args, key) is None and saved.get(key) is not None:
             setattr(args, key, saved[key])
+    saved_name, saved_like = flags.saved_dataset(saved)
     if args.dataset is None:
-        args.dataset = saved.get('dataset', 'digits').split('-')[0]
-    if args.dataset == 'synthetic' and '-' in saved.get('dataset', ''):
-        args.synthetic_like = saved['dataset'].split('-')[1]
+        args.dataset = saved_name
+    if args.dataset == 'synthetic' and saved_like:
+        args.synthetic_like = saved_like
     dataset = data.get_dataset(args.dataset, args.data_dir, args.image_size, args.synthetic_like)
     flags.resolve_model_flags(args, dataset)
     config = run_loop.RunConfig(model=args.model, depth=args.depth, growth_rate=args.growth_rate,

@@ -43,7 +43,8 @@ def main(argv):
     if not saved:
         raise CheckpointError('%s: no %s (written by train.py) to say which model this is' % (
             args.model_dir, flags.CONFIG_FILE))
-    spec = data.spec(saved['dataset'].split('-')[-1], saved.get('image_size'))
+    name, synthetic_like = flags.saved_dataset(saved)
+    spec = data.spec(synthetic_like or name, saved.get('image_size'))
     config = run_loop.RunConfig(model=saved['model'], depth=saved['depth'],
                                 growth_rate=saved['growth_rate'], data_format='channels_last',
                                 efficient=False, fp16=False)

@@ -11,34 +11,29 @@ import numpy as np
 
 from models.densenet import SCOPE
 
-_BN = ('gamma', 'beta', 'moving_mean', 'moving_variance')
+# Our layer scope -> Keras layer, per dense layer and transition; {b} is the Keras stage.
+_DENSE_LAYER = {'norm1': 'conv{b}_block{l}_0_bn', 'conv1': 'conv{b}_block{l}_1_conv',
+                'norm2': 'conv{b}_block{l}_1_bn', 'conv2': 'conv{b}_block{l}_2_conv'}
+_TRANSITION = {'norm': 'pool{b}_bn', 'conv': 'pool{b}_conv'}
+_FIXED = {'stem/conv0': 'conv1/conv', 'stem/norm0': 'conv1/bn', 'final/final_norm': 'bn',
+          'classifier': 'fc1000'}
+_DENSE_RE = re.compile(r'denseblock(\d+)/denselayer(\d+)/(\w+)')
+_TRANSITION_RE = re.compile(r'transition(\d+)/(\w+)')
 
 
 def _keras_name(ours):
     """Our variable name -> (Keras layer name, weight name), or None if it has no Keras twin."""
     name = ours[len(SCOPE) + 1:] if ours.startswith(SCOPE + '/') else ours
-    rules = [
-        (r'stem/conv0/kernel', lambda m: ('conv1/conv', 'kernel')),
-        (r'stem/norm0/(\w+)', lambda m: ('conv1/bn', m.group(1))),
-        (r'denseblock(\d+)/denselayer(\d+)/norm1/(\w+)',
-         lambda m: ('conv%d_block%s_0_bn' % (int(m.group(1)) + 1, m.group(2)), m.group(3))),
-        (r'denseblock(\d+)/denselayer(\d+)/conv1/kernel',
-         lambda m: ('conv%d_block%s_1_conv' % (int(m.group(1)) + 1, m.group(2)), 'kernel')),
-        (r'denseblock(\d+)/denselayer(\d+)/norm2/(\w+)',
-         lambda m: ('conv%d_block%s_1_bn' % (int(m.group(1)) + 1, m.group(2)), m.group(3))),
-        (r'denseblock(\d+)/denselayer(\d+)/conv2/kernel',
-         lambda m: ('conv%d_block%s_2_conv' % (int(m.group(1)) + 1, m.group(2)), 'kernel')),
-        (r'transition(\d+)/norm/(\w+)', lambda m: ('pool%d_bn' % (int(m.group(1)) + 1),
-                                                   m.group(2))),
-        (r'transition(\d+)/conv/kernel', lambda m: ('pool%d_conv' % (int(m.group(1)) + 1),
-                                                    'kernel')),
-        (r'final/final_norm/(\w+)', lambda m: ('bn', m.group(1))),
-        (r'classifier/(kernel|bias)', lambda m: ('fc1000', m.group(1))),
-    ]
-    for pattern, target in rules:
-        match = re.fullmatch(pattern, name)
-        if match:
-            return target(match)
+    scope, _, weight = name.rpartition('/')
+    if scope in _FIXED:
+        return _FIXED[scope], weight
+    match = _DENSE_RE.fullmatch(scope)
+    if match and match.group(3) in _DENSE_LAYER:
+        block, layer, part = match.groups()
+        return _DENSE_LAYER[part].format(b=int(block) + 1, l=layer), weight
+    match = _TRANSITION_RE.fullmatch(scope)
+    if match and match.group(2) in _TRANSITION:
+        return _TRANSITION[match.group(2)].format(b=int(match.group(1)) + 1), weight
     return None
 
 
@@ -62,7 +57,7 @@ def read_keras_h5(path):
     return weights
 
 
-def assign_ops_from_keras(path, variables):
+def keras_values(path, variables):
     """[(variable, value)] for every variable, from a Keras DenseNet .h5; ValueError naming the
     first variable the file lacks or holds in another shape (a file of another architecture)."""
     keras = read_keras_h5(path)
@@ -88,5 +83,5 @@ def assign_ops_from_keras(path, variables):
 
 def load_keras_weights(sess, path, variables):
     """Loads a Keras DenseNet .h5 into `variables` (our densenet121/169/201 graph)."""
-    for var, value in assign_ops_from_keras(path, variables):
+    for var, value in keras_values(path, variables):
         var.load(value, sess)

@@ -109,6 +109,14 @@ def save_config(model_dir, config):
     os.replace(path + '.tmp', path)
 
 
+def saved_dataset(saved):
+    """(dataset, synthetic_like) from a saved config; 'synthetic-cifar10' names both."""
+    name = saved.get('dataset', 'digits')
+    if name.startswith('synthetic-'):
+        return 'synthetic', name.split('-', 1)[1]
+    return name, None
+
+
 def architecture_difference(saved, wanted):
     """'depth 40 != 100, ...' for the architecture keys that differ, or '' if none."""
     return ', '.join('%s %s != %s' % (k, saved.get(k), wanted.get(k)) for k in ARCHITECTURE_KEYS

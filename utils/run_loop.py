@@ -110,8 +110,8 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     lr = learning_rate(global_step, config.learning_rate * hvd.size(), last_step)
     optimizer = tf.train.MomentumOptimizer(lr, config.momentum, use_nesterov=True)
     # Horovod: average gradients across workers (in float16 on the wire under --fp16).
-    optimizer = hvd.DistributedOptimizer(
-        _StableGradientNames(optimizer), compression=hvd.Compression.fp16 if config.fp16 else hvd.Compression.none)
+    compression = hvd.Compression.fp16 if config.fp16 else hvd.Compression.none
+    optimizer = hvd.DistributedOptimizer(_StableGradientNames(optimizer), compression=compression)
     loss_scale = None
     if config.fp16:
         manager = tf.contrib.mixed_precision.ExponentialUpdateLossScaleManager(
