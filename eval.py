@@ -1,6 +1,7 @@
 """Evaluate a checkpoint from --model_dir on the test split: loss, top-1 (and top-5) accuracy.
 
     python eval.py --model_dir runs/digits [--checkpoint PATH] [--json results.json]
+    python eval.py --dataset imagenet --data_dir DIR --model densenet121 --init_from_keras H5
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ def parse_args(argv):
     parser.set_defaults(dataset=None, efficient=False)
     parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
     parser.add_argument('--json', default=None, help='also write the results to this file')
+    flags.add_keras_flag(parser, 'evaluate instead of a checkpoint')
     return parser.parse_args(argv)
 
 
@@ -23,7 +25,8 @@ def main(argv):
     args = parse_args(argv)
     from utils import data, flags, run_loop
     from utils.checkpoints import find_checkpoint
-    checkpoint = find_checkpoint(args.model_dir, args.checkpoint)
+    checkpoint = None if args.init_from_keras else find_checkpoint(args.model_dir,
+                                                                   args.checkpoint)
     saved = flags.load_config(args.model_dir) or {}
     for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size'):
         if getattr(args, key) is None and saved.get(key) is not None:
@@ -35,11 +38,14 @@ def main(argv):
         args.synthetic_like = saved_like
     dataset = data.get_dataset(args.dataset, args.data_dir, args.image_size, args.synthetic_like)
     flags.resolve_model_flags(args, dataset)
+    if args.init_from_keras:
+        from models.keras_import import check_source
+        check_source(args.init_from_keras, args.model)
     config = run_loop.RunConfig(model=args.model, depth=args.depth, growth_rate=args.growth_rate,
                                 data_format=args.data_format, efficient=False, fp16=args.fp16,
-                                batch_size=args.batch_size)
+                                batch_size=args.batch_size, init_from_keras=args.init_from_keras)
     results = run_loop.evaluate(dataset, config, checkpoint)
-    print('%s (step %d): %s' % (checkpoint, results['global_step'],
+    print('%s (step %d): %s' % (results['checkpoint'], results['global_step'],
                                 run_loop.format_metrics(results)))
     if args.json:
         with open(args.json, 'w') as f:

@@ -3,22 +3,30 @@
 Keras names layers conv{b+1}_block{l}_{0,1,2}_{bn,conv}, pool{b+1}_{bn,conv}, conv1/{conv,bn},
 bn and fc1000; they map one-to-one, by structure, onto ours. Keras' input preprocessing for
 DenseNet is its "torch" mode: pixels / 255, minus (0.485, 0.456, 0.406), over (0.229, 0.224, 0.225)
-per channel, which is what utils.data's ImageNet normalisation does on raw pixels.
+per channel — `preprocess_input`, which is also utils.data's ImageNet normalisation.
 """
+import os
 import re
 
 import numpy as np
 
 from models.densenet import SCOPE
 
+# Keras' "torch" preprocessing in raw-pixel units: 255 x (0.485, 0.456, 0.406), 255 x (0.229, ...).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+CLASSIFIER = 'classifier'
+KERAS_MODELS = ('densenet121', 'densenet169', 'densenet201')  # what tf.keras.applications has
+
 # Our layer scope -> Keras layer, per dense layer and transition; {b} is the Keras stage.
 _DENSE_LAYER = {'norm1': 'conv{b}_block{l}_0_bn', 'conv1': 'conv{b}_block{l}_1_conv',
                 'norm2': 'conv{b}_block{l}_1_bn', 'conv2': 'conv{b}_block{l}_2_conv'}
 _TRANSITION = {'norm': 'pool{b}_bn', 'conv': 'pool{b}_conv'}
 _FIXED = {'stem/conv0': 'conv1/conv', 'stem/norm0': 'conv1/bn', 'final/final_norm': 'bn',
-          'classifier': 'fc1000'}
+          CLASSIFIER: 'fc1000'}
 _DENSE_RE = re.compile(r'denseblock(\d+)/denselayer(\d+)/(\w+)')
 _TRANSITION_RE = re.compile(r'transition(\d+)/(\w+)')
+_KERAS_LAYER_RE = re.compile(r'conv\d+_block\d+_\d_(bn|conv)$|pool\d+_(bn|conv)$')
 
 
 def _keras_name(ours):
@@ -57,31 +65,71 @@ def read_keras_h5(path):
     return weights
 
 
-def keras_values(path, variables):
-    """[(variable, value)] for every variable, from a Keras DenseNet .h5; ValueError naming the
-    first variable the file lacks or holds in another shape (a file of another architecture)."""
-    keras = read_keras_h5(path)
-    pairs = []
+def check_source(path, model):
+    """ValueError, before any graph is built, if `path` cannot initialise `model`."""
+    if model not in KERAS_MODELS:
+        raise ValueError('Keras weights exist for %s, not %s (choose one with --model)' % (
+            '/'.join(KERAS_MODELS), model))
+    if not os.path.isfile(path):
+        raise ValueError('%s: no such Keras weights file' % path)
+
+
+def preprocess_input(images):
+    """RGB pixels in [0, 255] (NHWC numpy array or tensor) -> what Keras' DenseNets expect;
+    equals tf.keras.applications.densenet.preprocess_input."""
+    return (images - np.asarray(PIXEL_MEAN, np.float32)) / np.asarray(PIXEL_STD, np.float32)
+
+
+def _is_classifier(var):
+    return var.op.name.startswith('%s/%s/' % (SCOPE, CLASSIFIER))
+
+
+def keras_values(path, variables, new_classifier=False):
+    """([(variable, value)], [skipped variable]) for a Keras DenseNet .h5.
+
+    ValueError names the first variable the file lacks or holds in another shape, or a DenseNet
+    layer of the file nothing here takes (a file of another architecture). With
+    `new_classifier`, a classifier of another class count is skipped (fine-tuning) instead.
+    """
+    if not os.path.isfile(path):
+        raise ValueError('%s: no such Keras weights file' % path)
+    try:
+        keras = read_keras_h5(path)
+    except OSError as e:
+        raise ValueError('%s: not a readable .h5 file (%s)' % (path, str(e).splitlines()[0]))
+    pairs, skipped, used = [], [], set()
     for var in variables:
         target = _keras_name(var.op.name)
         if target is None:
             continue
         layer, weight = target
+        used.add(layer)
         if layer not in keras or weight not in keras[layer]:
             raise ValueError('%s has no %s/%s for %s: not a Keras DenseNet of this depth' % (
                 path, layer, weight, var.op.name))
         value = keras[layer][weight]
         if list(value.shape) != var.shape.as_list():
+            if new_classifier and _is_classifier(var):
+                skipped.append(var)
+                continue
             raise ValueError('%s: %s/%s is %s, %s needs %s (another architecture or class count)'
                              % (path, layer, weight, list(value.shape), var.op.name,
                                 var.shape.as_list()))
         pairs.append((var, value))
     if not pairs:
         raise ValueError('no DenseNet variables to load %s into' % path)
-    return pairs
+    unused = sorted(l for l in keras if _KERAS_LAYER_RE.match(l) and l not in used)
+    if unused:
+        raise ValueError('%s holds %s, which this model lacks: a deeper Keras DenseNet' % (
+            path, unused[0]))
+    return pairs, skipped
 
 
-def load_keras_weights(sess, path, variables):
-    """Loads a Keras DenseNet .h5 into `variables` (our densenet121/169/201 graph)."""
-    for var, value in keras_values(path, variables):
-        var.load(value, sess)
+def load_keras_weights(sess, path, variables, new_classifier=False):
+    """Loads a Keras DenseNet .h5 into `variables` (our densenet121/169/201 graph); returns the
+    variables left as they were (a classifier of another class count, with `new_classifier`)."""
+    pairs, skipped = keras_values(path, variables, new_classifier)
+    # One run for all (Variable.load runs once per variable: slow in a large, finalized graph).
+    sess.run([var.initializer for var, _ in pairs],
+             {var.initializer.inputs[1]: value for var, value in pairs})
+    return skipped

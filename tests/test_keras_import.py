@@ -1,20 +1,28 @@
-"""tf.keras.applications DenseNet-121 weights (.h5, random, no download) load into ours."""
+"""tf.keras.applications DenseNet-121 weights (.h5, random, no download) in our graph, through
+models.keras_import and the --init_from_keras flags of train.py, eval.py and export.py."""
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import models
-from models.keras_import import load_keras_weights
+from models.keras_import import load_keras_weights, preprocess_input
+from test_train import run
+from utils.predict import Predictor
+
+SIZE = 32  # Keras DenseNet-121 takes 32x32 inputs; small keeps the tests fast
 
 
-@pytest.mark.slow
-def test_keras_densenet121_weights_give_the_same_logits(tmp_path):
-    path = str(tmp_path / 'densenet121.h5')
+@pytest.fixture(scope='module')
+def keras121(tmp_path_factory):
+    """(.h5 path, raw-pixel images, the Keras model's logits for them) of a random DenseNet-121."""
+    path = str(tmp_path_factory.mktemp('keras') / 'densenet121.h5')
     rng = np.random.RandomState(0)
-    images = rng.randn(2, 32, 32, 3).astype(np.float32)
+    images = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
     with tf.Graph().as_default(), tf.Session() as sess:
         tf.keras.backend.set_session(sess)
-        keras = tf.keras.applications.DenseNet121(weights=None, input_shape=(32, 32, 3))
+        keras = tf.keras.applications.DenseNet121(weights=None, input_shape=(SIZE, SIZE, 3))
         values = []
         for w in keras.weights:
             shape = w.shape.as_list()
@@ -24,16 +32,66 @@ def test_keras_densenet121_weights_give_the_same_logits(tmp_path):
                 values.append(0.05 * rng.randn(*shape))
         keras.set_weights(values)
         keras.save_weights(path)
+        # Logits: Keras' fc1000 applies softmax, so take the pooled features times the weights.
         features = tf.keras.Model(keras.input, keras.get_layer('avg_pool').output)
         kernel, bias = keras.get_layer('fc1000').get_weights()
-        expected = features.predict(images).dot(kernel) + bias
+        pixels = tf.keras.applications.densenet.preprocess_input(images.copy())
+        logits = features.predict(pixels).dot(kernel) + bias
+    return path, images, logits
+
+
+def _relative_error(got, expected):
+    return np.max(np.abs(got - expected)) / np.max(np.abs(expected))
+
+
+def test_preprocess_input_is_keras_torch_mode():
+    images = np.random.RandomState(1).uniform(0, 255, (2, 4, 4, 3)).astype(np.float32)
+    expected = tf.keras.applications.densenet.preprocess_input(images.copy())
+    np.testing.assert_allclose(preprocess_input(images), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_keras_densenet121_weights_give_the_same_logits(keras121):
+    path, images, expected = keras121
     with tf.Graph().as_default():
-        logits = models.densenet121(tf.constant(images), 1000, data_format='channels_last',
-                                    training=False)()
+        logits = models.densenet121(tf.constant(preprocess_input(images)), 1000,
+                                    data_format='channels_last', training=False)()
         with tf.Session() as sess:
-            load_keras_weights(sess, path, tf.global_variables())
+            assert load_keras_weights(sess, path, tf.global_variables()) == []
             got = sess.run(logits)
-    assert np.max(np.abs(got - expected)) / np.max(np.abs(expected)) <= 1e-4
+    assert _relative_error(got, expected) <= 1e-4
+
+
+@pytest.mark.slow
+def test_export_init_from_keras_classifies_raw_pixels_as_keras_does(keras121, tmp_path):
+    path, images, expected = keras121
+    pb = str(tmp_path / 'in1k.pb')
+    out = run('export.py', '--init_from_keras', path, '--model', 'densenet121',
+              '--image_size', str(SIZE), '--output', pb).stdout
+    assert re.search(r"\[None, %d, %d, 3\] raw pixels" % (SIZE, SIZE), out), out
+    assert _relative_error(Predictor(pb).logits_of(images), expected) <= 1e-4
+
+
+@pytest.mark.slow
+def test_train_init_from_keras_fine_tunes_with_a_new_classifier(keras121, tmp_path):
+    """An efficient DenseNet-121 on 10 classes starts from the file: at learning rate 0 the saved
+    kernels are the file's, and the 1000-way classifier is replaced by a fresh 10-way one."""
+    path = keras121[0]
+    model_dir = str(tmp_path / 'run')
+    out = run('train.py', '--dataset', 'synthetic', '--synthetic_like', 'cifar10',
+              '--model', 'densenet121', '--batch_size', '2', '--max_steps', '1',
+              '--learning_rate', '0', '--epochs_per_eval', '0', '--efficient', 'True',
+              '--init_from_keras', path, '--model_dir', model_dir).stdout
+    assert 'new classifier: densenet/classifier/kernel [1024, 10]' in out, out
+    import h5py
+    with h5py.File(path, 'r') as f:
+        for keras_name, ours in (('conv1/conv/conv1/conv/kernel:0', 'stem/conv0/kernel'),
+                                 ('conv4_block24_2_conv/conv4_block24_2_conv/kernel:0',
+                                  'denseblock3/denselayer24/conv2/kernel'),
+                                 ('bn/bn/gamma:0', 'final/final_norm/gamma')):
+            np.testing.assert_array_equal(
+                tf.train.load_variable(model_dir, 'densenet/' + ours), f[keras_name][()])
+    assert tf.train.load_variable(model_dir, 'densenet/classifier/kernel').shape == (1024, 10)
 
 
 def test_a_file_of_another_architecture_is_refused(tmp_path):
@@ -50,3 +108,18 @@ def test_a_file_of_another_architecture_is_refused(tmp_path):
             with pytest.raises(ValueError, match=r'conv1/conv/kernel is \[3, 3, 3, 4\], '
                                                  r'densenet/stem/conv0/kernel needs'):
                 load_keras_weights(sess, path, tf.global_variables())
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--model', 'densenet_bc'], r'Keras weights exist for densenet121/densenet169/densenet201, '
+                                 r'not densenet_bc'),
+    (['--model', 'densenet121', '--init_from_keras', '/nonexistent.h5'],
+     r'/nonexistent.h5: no such Keras weights file'),
+])
+def test_train_refuses_a_bad_init_from_keras_before_building(tmp_path, args, message):
+    argv = ['--dataset', 'synthetic', '--model_dir', str(tmp_path / 'run')] + args
+    if '--init_from_keras' not in argv:
+        argv += ['--init_from_keras', str(tmp_path)]
+    proc = run('train.py', *argv, check=False)
+    assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr
+    assert not (tmp_path / 'run').exists()

@@ -11,6 +11,8 @@ import pickle
 import numpy as np
 import tensorflow as tf
 
+from models.keras_import import PIXEL_MEAN, PIXEL_STD
+
 DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet', 'synthetic')
 
 
@@ -252,8 +254,8 @@ class ImageNet(Dataset):
     num_classes = 1000
     train_size = 1281167
     test_size = 50000
-    mean = [123.675, 116.28, 103.53]   # 255 x (0.485, 0.456, 0.406), tf.keras' "torch" mode
-    std = [58.395, 57.12, 57.375]      # 255 x (0.229, 0.224, 0.225)
+    mean = list(PIXEL_MEAN)   # tf.keras' "torch" mode, so imported Keras weights see their inputs
+    std = list(PIXEL_STD)
 
     def __init__(self, data_dir, image_size=224):
         self.dir = data_dir or ''

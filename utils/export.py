@@ -4,8 +4,7 @@ import os
 
 import tensorflow as tf
 
-from utils.checkpoints import check_compatible
-from utils.run_loop import inference
+from utils.run_loop import inference, restorer
 
 INPUT, LOGITS, PROBABILITIES = 'input', 'logits', 'probabilities'
 
@@ -23,13 +22,12 @@ def _inference_graph(spec, config):
 
 
 def freeze(checkpoint, spec, config):
-    """A GraphDef with the checkpoint's weights folded into constants."""
+    """A GraphDef with the checkpoint's weights (or, with checkpoint None, those of the Keras file
+    `config.init_from_keras`) folded into constants."""
     graph, _, _, _ = _inference_graph(spec, config)
     with graph.as_default():
-        variables = tf.global_variables()
-        check_compatible(checkpoint, variables)
         with tf.Session() as sess:
-            tf.train.Saver(variables).restore(sess, checkpoint)
+            restorer(checkpoint, config.init_from_keras)(sess, tf.global_variables())
             frozen = tf.graph_util.convert_variables_to_constants(
                 sess, graph.as_graph_def(), [LOGITS, PROBABILITIES])
     return tf.graph_util.extract_sub_graph(frozen, [LOGITS, PROBABILITIES])
@@ -47,19 +45,17 @@ def write_frozen(graph_def, path):
 
 
 def write_saved_model(checkpoint, spec, config, export_dir):
-    """A SavedModel whose serving_default maps images to logits, probabilities and classes."""
+    """A SavedModel (weights as in `freeze`) whose serving_default maps images to logits, probabilities and classes."""
     if os.path.exists(export_dir):
         raise OSError('%s already exists; SavedModel export needs a new directory' % export_dir)
     graph, images, logits, probabilities = _inference_graph(spec, config)
     with graph.as_default():
-        variables = tf.global_variables()
-        check_compatible(checkpoint, variables)
         classes = tf.argmax(logits, 1, name='classes')
         signature = tf.saved_model.predict_signature_def(
             inputs={'images': images},
             outputs={'logits': logits, 'probabilities': probabilities, 'classes': classes})
         with tf.Session() as sess:
-            tf.train.Saver(variables).restore(sess, checkpoint)
+            restorer(checkpoint, config.init_from_keras)(sess, tf.global_variables())
             builder = tf.saved_model.Builder(export_dir)
             builder.add_meta_graph_and_variables(
                 sess, [tf.saved_model.SERVING],

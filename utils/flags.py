@@ -44,6 +44,23 @@ def positive_int(value):
     return number
 
 
+def non_negative(value):
+    try:
+        number = float(value)
+    except ValueError:
+        number = float('nan')
+    if not number >= 0.0:
+        raise argparse.ArgumentTypeError('expected a number >= 0, got %r' % value)
+    return number
+
+
+def positive(value):
+    number = non_negative(value)
+    if number == 0.0:
+        raise argparse.ArgumentTypeError('expected a number > 0, got %r' % value)
+    return number
+
+
 def fraction(value):
     number = float(value)
     if not 0.0 <= number < 1.0:
@@ -78,6 +95,12 @@ def add_model_flags(parser):
     parser.add_argument('--debug', type=str2bool, default=False, help='show tracebacks')
 
 
+def add_keras_flag(parser, purpose):
+    parser.add_argument('--init_from_keras', default=None, metavar='H5',
+                        help='tf.keras.applications DenseNet-121/169/201 weights (.h5) to %s'
+                        % purpose)
+
+
 def resolve_model_flags(args, dataset):
     """Fills unset model flags from the dataset's defaults; returns the architecture config."""
     model, depth, growth, batch = DATASET_DEFAULTS[args.dataset][:4]
@@ -91,6 +114,13 @@ def resolve_model_flags(args, dataset):
                 'synthetic-' + args.synthetic_like, model=args.model, depth=args.depth,
                 growth_rate=args.growth_rate, num_classes=dataset.num_classes,
                 image_size=dataset.image_shape[0])
+
+
+def model_title(args):
+    """'DenseNet-BC (L=100, k=12)' or 'DenseNet-121' for a log line."""
+    if args.model == 'densenet_bc':
+        return 'DenseNet-BC (L=%d, k=%d)' % (args.depth, args.growth_rate)
+    return 'DenseNet-' + args.model[len('densenet'):]
 
 
 def load_config(model_dir):

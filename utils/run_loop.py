@@ -18,7 +18,7 @@ RunConfig = collections.namedtuple('RunConfig', [
     'model', 'depth', 'growth_rate', 'data_format', 'efficient', 'fp16', 'dropout_rate',
     'batch_size', 'model_dir', 'train_epochs', 'max_steps', 'epochs_per_eval',
     'learning_rate', 'weight_decay', 'momentum', 'save_checkpoint_steps', 'log_every_steps',
-    'seed'])
+    'seed', 'init_from_keras'])
 RunConfig.__new__.__defaults__ = (None,) * len(RunConfig._fields)
 
 INITIAL_LOSS_SCALE = 2.0 ** 15
@@ -94,6 +94,10 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
                 config.model_dir, start, last_step))
         return start
 
+    if start and config.init_from_keras and rank0:
+        log('resuming from the checkpoint at step %d; --init_from_keras only starts new runs'
+            % start)
+
     tf.reset_default_graph()
     if config.seed is not None:
         tf.set_random_seed(config.seed)
@@ -139,24 +143,55 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
         _NonFiniteLossHook(loss, config.model_dir),
     ] + list(extra_hooks)
     if rank0:
-        hooks += [
-            _ProgressHook(fetches, start, last_step, config.batch_size * hvd.size(),
-                          config.model_dir, config.log_every_steps, log),
-            _EvalHook(dataset, config, eval_every, last_step, log),
-        ]
+        hooks.append(_ProgressHook(fetches, start, last_step, config.batch_size * hvd.size(),
+                                   config.model_dir, config.log_every_steps, log))
+        if config.epochs_per_eval:
+            hooks.append(_EvalHook(dataset, config, eval_every, last_step, log))
     session_config = tf.ConfigProto(allow_soft_placement=True)
     if tf.test.is_gpu_available():  # Horovod: one GPU per process.
         session_config.gpu_options.visible_device_list = str(hvd.local_rank())
+    # Horovod: rank 0 loads the Keras weights of a new run; the broadcast hook copies them.
+    init_fn = _keras_init_fn(config.init_from_keras, log) if (
+        config.init_from_keras and rank0) else None
     step = start
     # Horovod: only rank 0 writes checkpoints and summaries.
     with tf.train.MonitoredTrainingSession(
             checkpoint_dir=config.model_dir if rank0 else None, hooks=hooks,
+            scaffold=tf.train.Scaffold(init_fn=init_fn),
             save_checkpoint_steps=config.save_checkpoint_steps if rank0 else None,
             save_checkpoint_secs=None, save_summaries_steps=config.log_every_steps,
             log_step_count_steps=None, config=session_config) as sess:
         while not sess.should_stop():
             step = sess.run([train_op, global_step])[1]
     return step
+
+
+def _keras_init_fn(path, log):
+    """A Scaffold init_fn (it runs only when no checkpoint was restored) that loads a Keras
+    DenseNet .h5; a classifier of another class count keeps its fresh initialisation."""
+    from models.keras_import import load_keras_weights
+
+    def init_fn(scaffold, sess):
+        skipped = load_keras_weights(sess, path, tf.global_variables(), new_classifier=True)
+        log('initialised from %s%s' % (path, ' (new classifier: %s)' % ', '.join(
+            '%s %s' % (v.op.name, v.shape.as_list()) for v in skipped) if skipped else ''))
+    return init_fn
+
+
+def restorer(checkpoint=None, keras_weights=None):
+    """fn(sess, variables) filling a model's variables from a checkpoint, or else from a Keras
+    DenseNet .h5; either is checked against the graph first (one-line error if it does not fit)."""
+    from models.keras_import import load_keras_weights
+    from utils.checkpoints import check_compatible
+
+    def restore(sess, variables):
+        if checkpoint:
+            check_compatible(checkpoint, variables)
+            tf.train.Saver(variables).restore(sess, checkpoint)
+        else:
+            sess.run(tf.variables_initializer(variables))
+            load_keras_weights(sess, keras_weights, variables)
+    return restore
 
 
 class _StableGradientNames(tf.train.Optimizer):
@@ -308,19 +343,17 @@ def format_metrics(results):
     return ', '.join(parts) + ' on %d test images' % results['examples']
 
 
-def evaluate(dataset, config, checkpoint):
-    """Restores `checkpoint` into the inference graph and evaluates the whole test split."""
-    from utils.checkpoints import check_compatible
+def evaluate(dataset, config, checkpoint=None):
+    """Evaluates the whole test split with `checkpoint`'s weights (or, without one, those of
+    the Keras file `config.init_from_keras`) in the inference graph."""
     with tf.Graph().as_default():
         iterator = tf.data.make_initializable_iterator(
             dataset.input_fn(False, config.batch_size))
         metrics = _eval_metrics(iterator, dataset, config)
-        variables = tf.global_variables()
-        check_compatible(checkpoint, variables)
-        saver = tf.train.Saver(variables)
         with tf.Session() as sess:
-            saver.restore(sess, checkpoint)
+            restorer(checkpoint, config.init_from_keras)(sess, tf.global_variables())
             results = _run_eval(sess, iterator, metrics)
-    results['checkpoint'] = checkpoint
-    results['global_step'] = int(tf.train.load_variable(checkpoint, 'global_step'))
+    results['checkpoint'] = checkpoint or config.init_from_keras
+    results['global_step'] = int(tf.train.load_variable(checkpoint, 'global_step')
+                                 if checkpoint else 0)
     return results
