@@ -70,7 +70,7 @@ def main(argv):
         flags.save_config(args.model_dir, dict(architecture, **config._asdict()))
         print('training %s on %s: batch %d per worker, %s, %s' % (
             flags.model_title(args), args.dataset, args.batch_size,
-            'efficient' if args.efficient else 'naive', 'fp16' if args.fp16 else 'fp32'))
+            {True: 'efficient', False: 'naive'}.get(args.efficient, args.efficient), 'fp16' if args.fp16 else 'fp32'))
     step = run_loop.train(dataset, config, on_rank0_start=start)
     print('done at step %d; checkpoints in %s' % (step, args.model_dir))
 

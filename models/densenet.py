@@ -28,9 +28,11 @@ class DenseNetCreator(object):
       depth: number of convolutional and fully connected layers; sets the layers per block when
         `nb_layers_per_block` is -1: (depth - B - 1) / B per block, halved with bottleneck.
       dropout_rate: dropout after each dense layer's 3x3 convolution (training only).
-      efficient: recompute each dense layer, transition and the final norm during back-propagation
-        instead of storing their intermediate feature maps, so that training memory grows linearly
-        with depth. Numerically the same model.
+      efficient: True recomputes each dense layer, transition, the stem and the final norm during
+        back-propagation instead of storing their intermediate feature maps, so that training
+        memory grows linearly with depth; numerically the same model. Between True and False:
+        'every=N' recomputes every N-th dense layer of each block (N=1 is True), 'blocks=2,3'
+        only the listed (1-based) blocks with their transitions. See `Recomputation`.
       growth_rate: k, the channels each dense layer adds.
       include_top: end with the classifier; otherwise return the globally pooled features.
       nb_dense_block: number of dense blocks B.
@@ -68,8 +70,7 @@ class DenseNetCreator(object):
             raise ValueError('reduction must be in [0, 1), got %r' % (reduction,))
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError('dropout_rate must be in [0, 1), got %r' % (dropout_rate,))
-        if not isinstance(efficient, bool):
-            raise ValueError('efficient must be True or False, got %r' % (efficient,))
+        plan = Recomputation.parse(efficient, nb_dense_block)
 
         self.img_input = img_input
         self.nb_classes = nb_classes
@@ -89,7 +90,9 @@ class DenseNetCreator(object):
         self.compression = 1.0 - reduction
         self.subsample_initial_block = bool(subsample_initial_block)
         # Recomputation only pays off when gradients are taken.
-        self.recompute = efficient and self.training
+        self.plan = plan if self.training else Recomputation.parse(False, nb_dense_block)
+        self.recompute = self.plan.any
+        self.recomputed = []  # scopes wrapped in recompute_grad, filled by __call__
         self.dropout_seed = None
         self.update_ops = []
 
@@ -102,7 +105,7 @@ class DenseNetCreator(object):
             if self.training and self.dropout_rate > 0:
                 # One seed per step; each layer offsets it. Feed it to replay a step's dropout.
                 self.dropout_seed = L.new_dropout_seed()
-            x = self._apply('stem', self._stem, [self.img_input])
+            x = self._apply('stem', self._stem, [self.img_input], self.plan.stem)
             layer_index = 0
             for block in range(self.nb_dense_block):
                 features = [x]
@@ -113,10 +116,12 @@ class DenseNetCreator(object):
                         if self.dropout_seed is not None:
                             inputs.append(self.dropout_seed + tf.constant([0, layer_index], tf.int64))
                         features.append(self._apply('denselayer%d' % (layer + 1),
-                                                    self._dense_layer, inputs))
+                                                    self._dense_layer, inputs,
+                                                    self.plan.layer(block, layer)))
                 if block < self.nb_dense_block - 1:
-                    x = self._apply('transition%d' % (block + 1), self._transition, features)
-            x = self._apply('final', self._head, features)
+                    x = self._apply('transition%d' % (block + 1), self._transition, features,
+                                    self.plan.transition(block))
+            x = self._apply('final', self._head, features, self.plan.final)
             self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
             if not self.include_top:
                 return tf.cast(x, tf.float32)
@@ -124,10 +129,11 @@ class DenseNetCreator(object):
                                      trainable=self.trainable)
             return tf.cast(logits, tf.float32, name='logits')
 
-    def _apply(self, scope, body, inputs):
-        """Runs `body(inputs, is_recomputing)` in `scope`, recomputed in back-prop if efficient."""
+    def _apply(self, scope, body, inputs, recompute):
+        """Runs `body(inputs, is_recomputing)` in `scope`, recomputed in back-prop if asked."""
         with tf.variable_scope(scope):
-            if self.recompute:
+            if recompute:
+                self.recomputed.append(tf.get_variable_scope().name)
                 return L.recompute(body, len(inputs))(*inputs)
             return body(inputs, False)
 
@@ -188,6 +194,62 @@ class DenseNetCreator(object):
     def _head(self, inputs, is_recomputing):
         x = self._bn_relu(self._concat(inputs), 'final_norm', is_recomputing)
         return tf.reduce_mean(x, L.spatial_axes(self.data_format))
+
+
+class Recomputation(object):
+    """Which parts of the network `efficient` recomputes in back-propagation.
+
+    True / False: everything / nothing. 'every=N': every N-th dense layer of each block (layers
+    N, 2N, ...), plus the stem, transitions and final norm. 'blocks=1,3': the dense layers and the
+    transition of the listed blocks (1-based), the stem with block 1, the final norm with the last.
+    """
+
+    def __init__(self, every=0, blocks=(), nb_dense_block=1):
+        self.every, self.blocks, self.nb_dense_block = every, frozenset(blocks), nb_dense_block
+        self.any = bool(every or self.blocks)
+        everything = every > 0
+        self.stem = everything or 0 in self.blocks
+        self.final = everything or nb_dense_block - 1 in self.blocks
+
+    @classmethod
+    def parse(cls, value, nb_dense_block):
+        """From True, False, 'true'/'false', 'every=N' or 'blocks=i,j'; ValueError otherwise."""
+        text = value.strip().lower() if isinstance(value, str) else None
+        if value is True or text == 'true':
+            return cls(1, (), nb_dense_block)
+        if value is False or text == 'false':
+            return cls(0, (), nb_dense_block)
+        key, _, numbers = (text or '').partition('=')
+        try:
+            values = [int(n) for n in numbers.split(',')] if numbers else []
+        except ValueError:
+            values = []
+        if key == 'every' and len(values) == 1 and values[0] >= 1:
+            return cls(values[0], (), nb_dense_block)
+        if key == 'blocks' and values:
+            bad = [b for b in values if not 1 <= b <= nb_dense_block]
+            if bad:
+                raise ValueError('efficient=%r: block %d is out of range (1..%d)' % (
+                    value, bad[0], nb_dense_block))
+            return cls(0, [b - 1 for b in values], nb_dense_block)
+        raise ValueError("efficient must be True, False, 'every=N' (N >= 1) or 'blocks=i,j,...', "
+                         "got %r" % (value,))
+
+    def layer(self, block, layer):
+        """Whether dense layer `layer` (0-based) of block `block` (0-based) is recomputed."""
+        return (self.every > 0 and (layer + 1) % self.every == 0) or block in self.blocks
+
+    def transition(self, block):
+        return self.every > 0 or block in self.blocks
+
+    def __str__(self):
+        if self.every == 1:
+            return 'efficient'
+        if self.every:
+            return 'every=%d' % self.every
+        if self.blocks:
+            return 'blocks=' + ','.join(str(b + 1) for b in sorted(self.blocks))
+        return 'naive'
 
 
 def _check_int(name, value, minimum):

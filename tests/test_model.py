@@ -114,7 +114,9 @@ BAD_CONFIGS = [
     (dict(growth_rate=0), r'growth_rate must be an integer >= 1'),
     (dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
     (dict(data_format='NHWC'), r'data_format must be one of'),
-    (dict(efficient='yes'), r'efficient must be True or False'),
+    (dict(efficient='yes'), r"efficient must be True, False, 'every=N'"),
+    (dict(efficient='every=0'), r"efficient must be True, False, 'every=N'"),
+    (dict(efficient='blocks=4'), r'block 4 is out of range \(1..3\)'),
     (dict(nb_filter=0), r'nb_filter must be an integer >= 1'),
 ]
 
@@ -187,6 +189,26 @@ def test_efficient_gives_the_same_loss_and_gradients(dropout_rate):
     # Moving statistics after the step are the same, i.e. updated once in both modes.
     for name, value in naive['moving_after'].items():
         np.testing.assert_allclose(value, efficient['moving_after'][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('setting, recomputed', [
+    ('every=2', ['stem', 'denseblock1/denselayer2', 'transition1', 'denseblock2/denselayer2',
+                 'transition2', 'denseblock3/denselayer2', 'final']),
+    ('blocks=2,3', ['denseblock2/denselayer1', 'denseblock2/denselayer2', 'transition2',
+                    'denseblock3/denselayer1', 'denseblock3/denselayer2', 'final']),
+])
+def test_partial_recomputation_wraps_what_it_says_and_keeps_the_gradients(setting, recomputed):
+    with tf.Graph().as_default():
+        model = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
+                                   efficient=setting, data_format='channels_last')
+        model()
+        assert model.recomputed == ['densenet/' + s for s in recomputed]
+        assert str(model.plan) == setting
+    naive, partial = _loss_and_gradients(False), _loss_and_gradients(setting)
+    for name, grad in naive['grads'].items():
+        assert _relative_error(grad, partial['grads'][name]) < 1e-5, name
+    for name, value in naive['moving_after'].items():
+        np.testing.assert_allclose(value, partial['moving_after'][name], rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_changes_the_loss_and_its_seed_replays_it():

@@ -155,3 +155,13 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert 'no checkpoint found' in no_checkpoint.stderr and 'Traceback' not in no_checkpoint.stderr
     bad_depth = run('train.py', '--depth', '41', '--model_dir', str(tmp_path / 'd'), check=False)
     assert bad_depth.returncode == 1 and 'depth=41' in bad_depth.stderr
+
+
+def test_efficient_flag_takes_booleans_and_partial_settings():
+    import argparse
+    from utils.flags import efficiency
+    assert efficiency('True') is True and efficiency('no') is False
+    assert efficiency('every=3') == 'every=3' and efficiency('Blocks=3,2') == 'blocks=2,3'
+    for bad in ('every=0', 'blocks=', 'some', 'blocks=9'):
+        with pytest.raises(argparse.ArgumentTypeError):
+            efficiency(bad)

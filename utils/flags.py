@@ -34,6 +34,20 @@ def str2bool(value):
                                      % value)
 
 
+def efficiency(value):
+    """--efficient: True/False (any str2bool spelling), 'every=N' or 'blocks=i,j'."""
+    from models.densenet import Recomputation
+    try:
+        return str2bool(value)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        plan = Recomputation.parse(value, nb_dense_block=4)  # the block count is checked later
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    return str(plan)
+
+
 def positive_int(value):
     try:
         number = int(value)
@@ -86,8 +100,9 @@ def add_model_flags(parser):
                         help='ImageNet crop size (default 224)')
     parser.add_argument('--data_format', choices=('channels_first', 'channels_last'),
                         default=None, help='default: channels_first on a GPU, else channels_last')
-    parser.add_argument('--efficient', type=str2bool, default=True,
-                        help='recompute dense layers in back-prop: linear memory (default True)')
+    parser.add_argument('--efficient', type=efficiency, default=True,
+                        help='recompute dense layers in back-prop: linear memory (default True); '
+                             'every=N: only every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--fp16', type=str2bool, default=False,
                         help='float16 activations, float32 master weights, loss scaling')
     parser.add_argument('--batch_size', type=positive_int, default=None,
