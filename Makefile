@@ -55,8 +55,9 @@ train: $(STAMP)
 	$(PY) train.py --dataset digits --model_dir runs/digits --efficient True $(TRAIN_ARGS)
 	$(PY) eval.py --dataset digits --model_dir runs/digits
 
+# The README's Performance table (about 25 minutes on 2 cores); BENCHMARK_ARGS=--quick for a check.
 benchmark: $(STAMP)
-	$(PY) -m benchmarks.memory --depths 100 --batch_size 64
+	$(PY) -m benchmarks.memory --steps 3 --out benchmarks/results $(BENCHMARK_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
