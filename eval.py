@@ -28,7 +28,8 @@ def main(argv):
     checkpoint = None if args.init_from_keras else find_checkpoint(args.model_dir,
                                                                    args.checkpoint)
     saved = flags.load_config(args.model_dir) or {}
-    for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size'):
+    for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size',
+                'mfm_transitions', 'mfm_layers'):
         if getattr(args, key) is None and saved.get(key) is not None:
             setattr(args, key, saved[key])
     saved_name, saved_like = flags.saved_dataset(saved)
@@ -43,7 +44,8 @@ def main(argv):
         check_source(args.init_from_keras, args.model)
     config = run_loop.RunConfig(model=args.model, depth=args.depth, growth_rate=args.growth_rate,
                                 data_format=args.data_format, efficient=False, fp16=args.fp16,
-                                batch_size=args.batch_size, init_from_keras=args.init_from_keras)
+                                batch_size=args.batch_size, init_from_keras=args.init_from_keras,
+                                mfm_transitions=args.mfm_transitions, mfm_layers=args.mfm_layers)
     results = run_loop.evaluate(dataset, config, checkpoint)
     print('%s (step %d): %s' % (results['checkpoint'], results['global_step'],
                                 run_loop.format_metrics(results)))

@@ -62,7 +62,9 @@ def main(argv):
         spec = data.spec(synthetic_like or name, saved.get('image_size'))
         config = run_loop.RunConfig(model=saved['model'], depth=saved['depth'],
                                     growth_rate=saved['growth_rate'],
-                                    data_format='channels_last')
+                                    data_format='channels_last',
+                                    mfm_transitions=saved.get('mfm_transitions'),
+                                    mfm_layers=saved.get('mfm_layers'))
     if args.output:
         graph_def = export.freeze(checkpoint, spec, config)
         size = export.write_frozen(graph_def, args.output)

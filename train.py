@@ -60,7 +60,8 @@ def main(argv):
                        else args.learning_rate),
         weight_decay=args.weight_decay, momentum=args.momentum,
         save_checkpoint_steps=args.save_checkpoint_steps, log_every_steps=args.log_every_steps,
-        seed=args.seed, init_from_keras=args.init_from_keras)
+        seed=args.seed, init_from_keras=args.init_from_keras,
+        mfm_transitions=args.mfm_transitions, mfm_layers=args.mfm_layers)
     saved = flags.load_config(args.model_dir)
     if saved and flags.architecture_difference(saved, architecture):
         raise ValueError('%s holds another model (%s); use a new --model_dir' % (

@@ -41,6 +41,12 @@ class DenseNetCreator(object):
       training: batch norm uses batch statistics and updates its moving averages; dropout is on.
       trainable: whether the variables are trainable.
       reduction: transitions keep (1 - reduction) of the channels (DenseNet-C uses 0.5).
+      mfm_transitions: 1-based blocks whose transition applies Max-Feature-Map instead of ReLU
+        after its batch norm, halving the block output before the 1x1 compression (so the next
+        block starts from half the channels). On the main path only, as in the practitioner's
+        note this comes from; e.g. (2,) for the middle of a three-block DenseNet-BC.
+      mfm_layers: 1-based blocks whose dense layers apply MFM instead of ReLU before the 3x3
+        convolution, halving the 4k bottleneck to 2k (needs `bottleneck`).
       subsample_initial_block: ImageNet stem (7x7/2 conv, batch norm, ReLU, 3x3/2 max pool)
         instead of the CIFAR stem (one 3x3 conv).
     """
@@ -48,7 +54,8 @@ class DenseNetCreator(object):
     def __init__(self, img_input, nb_classes, bottleneck=False, data_format=None, depth=40,
                  dropout_rate=0., efficient=False, growth_rate=12, include_top=True,
                  nb_dense_block=3, nb_filter=-1, nb_layers_per_block=-1, training=True,
-                 trainable=True, reduction=0.0, subsample_initial_block=False):
+                 trainable=True, reduction=0.0, subsample_initial_block=False,
+                 mfm_transitions=(), mfm_layers=()):
         if data_format is None:
             data_format = L.default_data_format()
         if data_format not in L.DATA_FORMATS:
@@ -71,6 +78,10 @@ class DenseNetCreator(object):
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError('dropout_rate must be in [0, 1), got %r' % (dropout_rate,))
         plan = Recomputation.parse(efficient, nb_dense_block)
+        self.mfm_transitions = _block_set('mfm_transitions', mfm_transitions, nb_dense_block - 1)
+        self.mfm_layers = _block_set('mfm_layers', mfm_layers, nb_dense_block)
+        if self.mfm_layers and not bottleneck:
+            raise ValueError('mfm_layers halves the bottleneck: it needs bottleneck=True')
 
         self.img_input = img_input
         self.nb_classes = nb_classes
@@ -116,11 +127,11 @@ class DenseNetCreator(object):
                         if self.dropout_seed is not None:
                             inputs.append(self.dropout_seed + tf.constant([0, layer_index], tf.int64))
                         features.append(self._apply('denselayer%d' % (layer + 1),
-                                                    self._dense_layer, inputs,
+                                                    self._dense_layer_body(block), inputs,
                                                     self.plan.layer(block, layer)))
                 if block < self.nb_dense_block - 1:
-                    x = self._apply('transition%d' % (block + 1), self._transition, features,
-                                    self.plan.transition(block))
+                    x = self._apply('transition%d' % (block + 1), self._transition_body(block),
+                                    features, self.plan.transition(block))
             x = self._apply('final', self._head, features, self.plan.final)
             self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
             if not self.include_top:
@@ -137,10 +148,11 @@ class DenseNetCreator(object):
                 return L.recompute(body, len(inputs))(*inputs)
             return body(inputs, False)
 
-    def _bn_relu(self, x, name, is_recomputing):
+    def _bn_relu(self, x, name, is_recomputing, mfm=False):
+        """Batch norm, then ReLU (or Max-Feature-Map, which halves the channels)."""
         x = L.batch_norm(x, self.training, self.data_format, name,
                          update_statistics=not is_recomputing, trainable=self.trainable)
-        return tf.nn.relu(x)
+        return L.max_feature_map(x, self.data_format) if mfm else tf.nn.relu(x)
 
     def _conv(self, x, filters, kernel_size, name, **kwargs):
         return L.conv2d(x, filters, kernel_size, self.data_format, name,
@@ -166,7 +178,17 @@ class DenseNetCreator(object):
         return tf.layers.max_pooling2d(self._pad(x, 1), 3, 2, padding='valid',
                                        data_format=self.data_format, name='pool0')
 
-    def _dense_layer(self, inputs, is_recomputing):
+    def _dense_layer_body(self, block):
+        def dense_layer(inputs, is_recomputing):
+            return self._dense_layer(inputs, is_recomputing, mfm=block in self.mfm_layers)
+        return dense_layer
+
+    def _transition_body(self, block):
+        def transition(inputs, is_recomputing):
+            return self._transition(inputs, is_recomputing, mfm=block in self.mfm_transitions)
+        return transition
+
+    def _dense_layer(self, inputs, is_recomputing, mfm=False):
         """BN-ReLU-(1x1 conv-BN-ReLU)-3x3 conv-dropout on the concatenation of earlier features.
 
         The concatenation happens here, inside the recomputed function: were it outside, every
@@ -176,7 +198,7 @@ class DenseNetCreator(object):
         x = self._bn_relu(self._concat(inputs), 'norm1', is_recomputing)
         if self.bottleneck:
             x = self._conv(x, 4 * self.growth_rate, 1, 'conv1')
-            x = self._bn_relu(x, 'norm2', is_recomputing)
+            x = self._bn_relu(x, 'norm2', is_recomputing, mfm)
             x = self._conv(x, self.growth_rate, 3, 'conv2')
         else:
             x = self._conv(x, self.growth_rate, 3, 'conv1')
@@ -184,10 +206,11 @@ class DenseNetCreator(object):
             x = L.dropout(x, self.dropout_rate, seed)
         return x
 
-    def _transition(self, inputs, is_recomputing):
+    def _transition(self, inputs, is_recomputing, mfm=False):
         x = self._concat(inputs)
-        filters = int(int(x.shape[L.channel_axis(self.data_format)]) * self.compression)
-        x = self._bn_relu(x, 'norm', is_recomputing)
+        channels = int(x.shape[L.channel_axis(self.data_format)])
+        filters = int((channels // 2 if mfm else channels) * self.compression)
+        x = self._bn_relu(x, 'norm', is_recomputing, mfm)
         x = self._conv(x, filters, 1, 'conv')
         return tf.layers.average_pooling2d(x, 2, 2, data_format=self.data_format, name='pool')
 
@@ -250,6 +273,15 @@ class Recomputation(object):
         if self.blocks:
             return 'blocks=' + ','.join(str(b + 1) for b in sorted(self.blocks))
         return 'naive'
+
+
+def _block_set(name, blocks, last):
+    """0-based block indices from 1-based `blocks` in 1..last; ValueError if out of range."""
+    blocks = [blocks] if isinstance(blocks, numbers.Integral) else list(blocks or ())
+    for b in blocks:
+        if isinstance(b, bool) or not isinstance(b, numbers.Integral) or not 1 <= b <= last:
+            raise ValueError('%s: block %r is out of range (1..%d)' % (name, b, last))
+    return frozenset(b - 1 for b in blocks)
 
 
 def _check_int(name, value, minimum):

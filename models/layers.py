@@ -30,6 +30,21 @@ def default_data_format():
     return CHANNELS_FIRST if tf.test.is_gpu_available() else CHANNELS_LAST
 
 
+def max_feature_map(x, data_format, name='mfm'):
+    """Max-Feature-Map (Wu et al., Light CNN): the element-wise max of the two channel halves.
+
+    An activation that halves the channels; ValueError on an odd channel count.
+    """
+    axis = channel_axis(data_format)
+    channels = x.shape[axis].value
+    if channels is None or channels % 2:
+        raise ValueError('MFM needs an even channel count, got %s channels at %s' % (
+            channels, tf.get_variable_scope().name or name))
+    with tf.name_scope(name):
+        first, second = tf.split(x, 2, axis=axis)
+        return tf.maximum(first, second)
+
+
 def fp32_master_weights(getter, name, shape=None, dtype=None, *args, **kwargs):
     """Custom getter: variables requested in float16 are stored in float32 and cast on read.
 

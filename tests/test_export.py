@@ -33,7 +33,9 @@ def _eval_graph_logits(model_dir, images):
         saved = json.load(f)
     config = run_loop.RunConfig(model=saved['model'], depth=saved['depth'],
                                 growth_rate=saved['growth_rate'], data_format='channels_last',
-                                efficient=False, fp16=False)
+                                efficient=False, fp16=False,
+                                mfm_transitions=saved.get('mfm_transitions'),
+                                mfm_layers=saved.get('mfm_layers'))
     with tf.Graph().as_default():
         logits, _ = run_loop.inference(tf.constant(images), data.spec('digits'), config, False)
         with tf.Session() as sess:
@@ -114,3 +116,23 @@ def test_export_errors_are_one_line(trained, tmp_path):
     assert re.search(r'another architecture: densenet/stem/conv0/kernel is \[3, 3, 1, 8\] '
                      r'there, \[3, 3, 1, 12\] in this model', mismatch.stderr), \
         mismatch.stderr
+
+
+@pytest.mark.slow
+def test_an_mfm_model_learns_evaluates_and_exports(tmp_path):
+    """MFM at transition 2 and in blocks 2-3 (efficient, default BC-40): 60 steps learn digits,
+    eval.py rebuilds it from config.json, and the frozen graph gives the eval graph's logits."""
+    model_dir, pb = str(tmp_path / 'mfm'), str(tmp_path / 'mfm.pb')
+    out = run('train.py', '--model_dir', model_dir, '--max_steps', '60', '--seed', '1',
+              '--mfm_transitions', '2', '--mfm_layers', '2,3').stdout
+    assert 'with MFM at transitions 2; layers 2,3' in out, out
+    top1 = float(re.search(r'step 60: loss [\d.]+, top-1 ([\d.]+)%', out).group(1))
+    assert top1 > 80.0, out
+    evaluated = run('eval.py', '--model_dir', model_dir).stdout
+    assert 'top-1 %.2f%%' % top1 in evaluated, evaluated
+    kernel = tf.train.load_variable(model_dir, 'densenet/denseblock3/denselayer1/conv2/kernel')
+    assert kernel.shape == (3, 3, 24, 12)  # MFM halved the 4k = 48 bottleneck
+    run('export.py', '--model_dir', model_dir, '--output', pb)
+    images = data.spec('digits').test_images[:16]
+    expected = _eval_graph_logits(model_dir, images)
+    assert np.max(np.abs(Predictor(pb).logits_of(images) - expected)) <= 1e-5

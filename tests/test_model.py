@@ -301,3 +301,88 @@ def test_fp16_step_runs_with_float16_activations_and_float32_variables(efficient
             for _ in range(3):
                 sess.run(train)
             assert np.isfinite(first) and np.isfinite(sess.run(loss))
+
+
+# -- Max-Feature-Map -------------------------------------------------------------------------
+
+def test_max_feature_map_is_the_max_of_the_two_channel_halves():
+    x = np.random.RandomState(3).randn(2, 3, 3, 6).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        got = sess.run(L.max_feature_map(tf.constant(x), 'channels_last'))
+        first = sess.run(L.max_feature_map(tf.constant(x.transpose(0, 3, 1, 2)),
+                                           'channels_first'))
+    np.testing.assert_array_equal(got, np.maximum(x[..., :3], x[..., 3:]))
+    np.testing.assert_array_equal(first, got.transpose(0, 3, 1, 2))
+
+
+def test_mfm_shapes_and_parameters_by_hand():
+    """BC-16 k=4 (2 layers a block, 8 initial channels), MFM at transition 2 and in block 3.
+
+    Block 1: 8 -> 16 channels; transition 1: 16 -> 8. Block 2: 8 -> 16; transition 2: BN(16), MFM
+    -> 8, 1x1 conv -> 4 (not 8). Block 3 from 4 channels: layers see 4 and 8 channels, their 3x3
+    convs read MFM(4k=16) = 8 channels instead of 16; out 12 -> final norm -> classifier.
+    """
+    def bn(c):
+        return 2 * c
+
+    def layer(c, mfm):
+        return bn(c) + c * 16 + bn(16) + 9 * (8 if mfm else 16) * 4
+
+    expected = (27 * 8 + layer(8, False) + layer(12, False) + bn(16) + 16 * 8 +
+                layer(8, False) + layer(12, False) + bn(16) + 8 * 4 +
+                layer(4, True) + layer(8, True) + bn(12) + 12 * CLASSES + CLASSES)
+    with tf.Graph().as_default():
+        model = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
+                                   data_format='channels_last', mfm_transitions=[2],
+                                   mfm_layers=[3])
+        logits = model()
+        assert models.count_params(tf.trainable_variables()) == expected
+        graph = tf.get_default_graph()
+        transition2 = graph.get_tensor_by_name('densenet/transition2/pool/AvgPool:0')
+        assert transition2.shape.as_list() == [BATCH, SIZE // 4, SIZE // 4, 4]
+        assert logits.shape.as_list() == [BATCH, CLASSES]
+        names = sorted(v.op.name for v in tf.global_variables())
+    with tf.Graph().as_default():
+        plain = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
+                                   data_format='channels_last')
+        plain()
+        assert names == sorted(v.op.name for v in tf.global_variables())  # same names, shapes differ
+        assert models.count_params(tf.trainable_variables()) == (
+            27 * 8 + layer(8, False) + layer(12, False) + bn(16) + 16 * 8 +
+            layer(8, False) + layer(12, False) + bn(16) + 16 * 8 +
+            layer(8, False) + layer(12, False) + bn(16) + 16 * CLASSES + CLASSES)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(mfm_transitions=[3]), r'mfm_transitions: block 3 is out of range \(1..2\)'),
+    (dict(mfm_layers=[0]), r'mfm_layers: block 0 is out of range \(1..3\)'),
+    (dict(mfm_layers=[1], bottleneck=False, depth=10), r'needs bottleneck=True'),
+    (dict(mfm_transitions=[1], nb_filter=7, depth=10, bottleneck=True, growth_rate=4),
+     r'MFM needs an even channel count, got 11 channels at densenet/transition1'),
+])
+def test_mfm_configuration_errors(kwargs, message):
+    config = dict(depth=16, growth_rate=4, bottleneck=True, nb_dense_block=3,
+                  data_format='channels_last')
+    config.update(kwargs)
+    with tf.Graph().as_default():
+        with pytest.raises(ValueError, match=message):
+            models.DenseNetCreator(tf.constant(_images()), CLASSES, **config)()
+
+
+def test_mfm_efficient_gives_the_same_gradients_as_naive():
+    def grads(efficient):
+        with tf.Graph().as_default():
+            model = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
+                                       efficient=efficient, data_format='channels_last',
+                                       mfm_transitions=[1, 2], mfm_layers=[2, 3])
+            loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
+            variables = tf.trainable_variables()
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                load_random_weights(sess, tf.global_variables())
+                return dict(zip([v.op.name for v in variables],
+                                sess.run(tf.gradients(loss, variables))))
+    naive, efficient = grads(False), grads(True)
+    for name, grad in naive.items():
+        assert np.any(grad != 0), name
+        assert _relative_error(grad, efficient[name]) < 1e-5, name

@@ -18,7 +18,9 @@ DATASET_DEFAULTS = {
     'synthetic': ('densenet_bc', 100, 12, 64, 1, 1),
 }
 # What fixes the variables' shapes and the input normalisation: a checkpoint only fits these.
-ARCHITECTURE_KEYS = ('dataset', 'model', 'depth', 'growth_rate', 'num_classes', 'image_size')
+ARCHITECTURE_KEYS = ('dataset', 'model', 'depth', 'growth_rate', 'num_classes', 'image_size',
+                     'mfm_transitions', 'mfm_layers')
+MFM_KEYS = ('mfm_transitions', 'mfm_layers')  # absent from configs saved before MFM: none
 CONFIG_FILE = 'config.json'
 
 
@@ -46,6 +48,16 @@ def efficiency(value):
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
     return str(plan)
+
+
+def block_list(value):
+    """'2,3' -> [2, 3]; '' or 'none' -> [] (1-based block numbers, checked by the model)."""
+    if value.strip().lower() in ('', 'none'):
+        return []
+    try:
+        return sorted({int(b) for b in value.split(',')})
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected block numbers like 2 or 2,3, got %r' % value)
 
 
 def positive_int(value):
@@ -107,6 +119,12 @@ def add_model_flags(parser):
                         help='float16 activations, float32 master weights, loss scaling')
     parser.add_argument('--batch_size', type=positive_int, default=None,
                         help='images per step per worker')
+    parser.add_argument('--mfm_transitions', type=block_list, default=None, metavar='BLOCKS',
+                        help='Max-Feature-Map at these blocks\' transitions (e.g. 2): halves '
+                             'the block output')
+    parser.add_argument('--mfm_layers', type=block_list, default=None, metavar='BLOCKS',
+                        help='Max-Feature-Map in these blocks\' dense layers: halves the '
+                             'bottleneck')
     parser.add_argument('--debug', type=str2bool, default=False, help='show tracebacks')
 
 
@@ -125,17 +143,22 @@ def resolve_model_flags(args, dataset):
     args.depth = args.depth or depth
     args.growth_rate = args.growth_rate or growth
     args.batch_size = args.batch_size or batch
+    args.mfm_transitions = args.mfm_transitions or []
+    args.mfm_layers = args.mfm_layers or []
     return dict(dataset=args.dataset if args.dataset != 'synthetic' else
                 'synthetic-' + args.synthetic_like, model=args.model, depth=args.depth,
                 growth_rate=args.growth_rate, num_classes=dataset.num_classes,
-                image_size=dataset.image_shape[0])
+                image_size=dataset.image_shape[0], mfm_transitions=args.mfm_transitions,
+                mfm_layers=args.mfm_layers)
 
 
 def model_title(args):
     """'DenseNet-BC (L=100, k=12)' or 'DenseNet-121' for a log line."""
-    if args.model == 'densenet_bc':
-        return 'DenseNet-BC (L=%d, k=%d)' % (args.depth, args.growth_rate)
-    return 'DenseNet-' + args.model[len('densenet'):]
+    name = ('DenseNet-BC (L=%d, k=%d)' % (args.depth, args.growth_rate)
+            if args.model == 'densenet_bc' else 'DenseNet-' + args.model[len('densenet'):])
+    mfm = ['%s %s' % (where, ','.join(map(str, blocks))) for where, blocks in (
+        ('transitions', args.mfm_transitions), ('layers', args.mfm_layers)) if blocks]
+    return name + (' with MFM at %s' % '; '.join(mfm) if mfm else '')
 
 
 def load_config(model_dir):
@@ -164,5 +187,7 @@ def saved_dataset(saved):
 
 def architecture_difference(saved, wanted):
     """'depth 40 != 100, ...' for the architecture keys that differ, or '' if none."""
-    return ', '.join('%s %s != %s' % (k, saved.get(k), wanted.get(k)) for k in ARCHITECTURE_KEYS
-                     if saved.get(k) != wanted.get(k))
+    def value(config, key):
+        return config.get(key) or [] if key in MFM_KEYS else config.get(key)
+    return ', '.join('%s %s != %s' % (k, value(saved, k), value(wanted, k))
+                     for k in ARCHITECTURE_KEYS if value(saved, k) != value(wanted, k))

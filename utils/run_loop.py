@@ -18,7 +18,7 @@ RunConfig = collections.namedtuple('RunConfig', [
     'model', 'depth', 'growth_rate', 'data_format', 'efficient', 'fp16', 'dropout_rate',
     'batch_size', 'model_dir', 'train_epochs', 'max_steps', 'epochs_per_eval',
     'learning_rate', 'weight_decay', 'momentum', 'save_checkpoint_steps', 'log_every_steps',
-    'seed', 'init_from_keras'])
+    'seed', 'init_from_keras', 'mfm_transitions', 'mfm_layers'])
 RunConfig.__new__.__defaults__ = (None,) * len(RunConfig._fields)
 
 INITIAL_LOSS_SCALE = 2.0 ** 15
@@ -43,7 +43,8 @@ def inference(images, dataset, config, training):
     creator = models.create(config.model, x, dataset.num_classes, depth=config.depth,
                             growth_rate=config.growth_rate, data_format=data_format,
                             efficient=config.efficient, dropout_rate=config.dropout_rate or 0.0,
-                            training=training)
+                            training=training, mfm_transitions=config.mfm_transitions or (),
+                            mfm_layers=config.mfm_layers or ())
     return creator(), creator
 
 
