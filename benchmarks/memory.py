@@ -32,7 +32,7 @@ CSV_FIELDS = ('model', 'depth', 'setting', 'batch', 'image_size', 'params', 'var
 BC_HEADER = ('depth', 'params', 'naive MiB', 'efficient MiB', 'ratio', 'naive s/step',
              'efficient s/step', 'overhead')
 QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=2, partial_depth=28,
-             keras_batch=2, keras_image_size=32)
+             keras_batch=2, keras_image_size=32, budget_max_depth=64, budget_max_batch=64)
 
 
 def _densenet_bc(depth, growth_rate, setting):
@@ -93,16 +93,19 @@ def loglog_slope(depths, peaks):
     return float(np.polyfit(np.log(depths), np.log(peaks), 1)[0])
 
 
-def largest_fitting(fits, start):
-    """The largest integer n >= start with fits(n), assuming fits is monotone; 0 if none.
+def largest_fitting(fits, start, upper=None):
+    """The largest integer n in [start, upper] with fits(n), assuming fits is monotone; 0 if none.
 
-    Doubles n until a measurement fails, then bisects: every answer is measured, not estimated.
+    Doubles n until a measurement fails (or `upper` fits), then bisects: every answer is
+    measured, not estimated.
     """
     if not fits(start):
         return 0
-    low, high = start, start * 2
+    low, high = start, start * 2 if upper is None else min(start * 2, upper)
     while fits(high):
-        low, high = high, high * 2
+        if high == upper:
+            return high
+        low, high = high, high * 2 if upper is None else min(high * 2, upper)
     while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):
@@ -112,9 +115,11 @@ def largest_fitting(fits, start):
     return low
 
 
-def budget(gb, growth_rate, batch_size, image_size, model_depth, setting, log):
+def budget(gb, growth_rate, batch_size, image_size, model_depth, setting, log,
+           max_depth=None, max_batch=None):
     """(deepest DenseNet-BC at `batch_size`, largest batch of BC-`model_depth`) whose step
-    (variables, optimizer slots and peak allocations) fits in `gb` GiB, by measurement."""
+    (variables, optimizer slots and peak allocations) fits in `gb` GiB, by measurement.
+    The search stops at `max_depth` / `max_batch` when given (the answer is then that cap)."""
     limit = gb * 1024.0
 
     def total_mib(build, batch):
@@ -133,8 +138,8 @@ def budget(gb, growth_rate, batch_size, image_size, model_depth, setting, log):
                                               'fits' if used <= limit else 'too big'))
         return used <= limit
 
-    n = largest_fitting(depth_fits, 1)
-    return (6 * n + 4 if n else None), largest_fitting(batch_fits, 1)
+    n = largest_fitting(depth_fits, 1, max_depth and (max_depth - 4) // 6)
+    return (6 * n + 4 if n else None), largest_fitting(batch_fits, 1, max_batch)
 
 
 def _setting_name(setting):
@@ -207,6 +212,10 @@ def main(argv=None):
                         help='also find the deepest BC and the largest batch fitting this size')
     parser.add_argument('--budget_depth', type=int, default=100,
                         help='the BC depth whose largest batch --budget_gb finds')
+    parser.add_argument('--budget_max_depth', type=int, default=None,
+                        help='stop the depth search here (reported as "at least")')
+    parser.add_argument('--budget_max_batch', type=int, default=None,
+                        help='stop the batch search here (reported as "at least")')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
     parser.add_argument('--quick', action='store_true',
                         help='tiny sizes for a check in about a minute (%s)' % QUICK)
@@ -292,10 +301,15 @@ def main(argv=None):
             args.budget_gb, args.growth_rate, args.image_size, args.image_size))
         for setting in (False, True):
             depth, batch = budget(args.budget_gb, args.growth_rate, args.batch_size,
-                                  args.image_size, args.budget_depth, setting, log=print)
-            print('%s: deepest DenseNet-BC at batch %d: %s; largest batch for BC-%d: %d' % (
-                _setting_name(setting), args.batch_size, 'L=%d' % depth if depth else 'none',
-                args.budget_depth, batch), flush=True)
+                                  args.image_size, args.budget_depth, setting, log=print,
+                                  max_depth=args.budget_max_depth,
+                                  max_batch=args.budget_max_batch)
+            capped_depth = args.budget_max_depth and depth == 6 * (
+                (args.budget_max_depth - 4) // 6) + 4
+            print('%s: deepest DenseNet-BC at batch %d: %s%s; largest batch for BC-%d: %s%d' % (
+                _setting_name(setting), args.batch_size, '>= ' if capped_depth else '',
+                'L=%d' % depth if depth else 'none', args.budget_depth,
+                '>= ' if batch and batch == args.budget_max_batch else '', batch), flush=True)
 
     csv_path, png_path = os.path.join(args.out, 'memory.csv'), os.path.join(args.out,
                                                                             'memory.png')

@@ -24,13 +24,16 @@ def test_loglog_slope_and_the_budget_search():
     assert largest_fitting(fits, 1) == 37
     assert len(tried) < 15  # doubling then bisection, not a scan
     assert largest_fitting(lambda n: False, 1) == 0
+    tried[:] = []
+    assert largest_fitting(fits, 1, upper=20) == 20 and max(tried) == 20  # a cap is never passed
+    assert largest_fitting(fits, 1, upper=50) == 37 and max(tried) == 50
 
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_a_consistent_csv_and_a_png(tmp_path):
     out = str(tmp_path / 'results')
     proc = subprocess.run([sys.executable, '-m', 'benchmarks.memory', '--quick', '--out', out,
-                           '--budget_gb', '0.1', '--budget_depth', '16'], cwd=ROOT,
+                           '--budget_gb', '0.07', '--budget_depth', '16'], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -55,5 +58,8 @@ def test_quick_benchmark_writes_a_consistent_csv_and_a_png(tmp_path):
     with open(os.path.join(out, 'memory.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert re.search(r'naive: peak ~ depth\^[\d.]+', proc.stdout), proc.stdout
-    assert re.search(r'efficient: deepest DenseNet-BC at batch 8: (L=\d+|none); largest batch '
-                     r'for BC-16: \d+', proc.stdout), proc.stdout
+    assert re.search(r'efficient: deepest DenseNet-BC at batch 8: (>= )?(L=\d+|none); largest '
+                     r'batch for BC-16: (>= )?\d+', proc.stdout), proc.stdout
+    # the quick preset caps the searches: no graph deeper than QUICK['budget_max_depth']
+    tried = [int(d) for d in re.findall(r'  L=(\d+) batch \d+: ', proc.stdout)]
+    assert tried and max(tried) <= QUICK['budget_max_depth']

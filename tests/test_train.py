@@ -128,7 +128,8 @@ def test_flags_accept_the_older_ports_command_line():
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--efficient', 'maybe'], 'expected a boolean'),
+    (['--efficient', 'maybe'], r"efficient must be True, False, 'every=N'"),
+    (['--fp16', 'maybe'], 'expected a boolean'),
     (['--batch_size', '0'], 'expected a positive integer'),
     (['--batch_size', '-4'], 'expected a positive integer'),
     (['--model', 'resnet50'], 'invalid choice'),
