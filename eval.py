@@ -3,7 +3,6 @@
     python eval.py --model_dir runs/digits [--checkpoint PATH] [--json results.json]
     python eval.py --dataset imagenet --data_dir DIR --model densenet121 --init_from_keras H5
 """
-import argparse
 import json
 
 from utils.cli import run_main
@@ -11,7 +10,7 @@ from utils.cli import run_main
 
 def parse_args(argv):
     from utils import flags
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = flags.ArgumentParser(description=__doc__.splitlines()[0])
     flags.add_model_flags(parser)
     # Architecture flags default to what train.py saved in --model_dir/config.json.
     parser.set_defaults(dataset=None, efficient=False)
@@ -28,7 +27,8 @@ def main(argv):
     checkpoint = None if args.init_from_keras else find_checkpoint(args.model_dir,
                                                                    args.checkpoint)
     saved = flags.load_config(args.model_dir) or {}
-    for key in ('model', 'depth', 'growth_rate', 'data_format', 'image_size', 'batch_size',
+    # data_format is not copied: the device evaluating picks it (a GPU run's NCHW fails on CPU)
+    for key in ('model', 'depth', 'growth_rate', 'image_size', 'batch_size',
                 'mfm_transitions', 'mfm_layers'):
         if getattr(args, key) is None and saved.get(key) is not None:
             setattr(args, key, saved[key])

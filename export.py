@@ -4,7 +4,6 @@
     python export.py --init_from_keras densenet121.h5 --model densenet121 --output in1k.pb
     python export.py --predict digits.pb image1.png image2.jpg
 """
-import argparse
 
 from utils.cli import run_main
 
@@ -12,7 +11,7 @@ from utils.cli import run_main
 def parse_args(argv):
     from models.keras_import import KERAS_MODELS
     from utils import flags
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = flags.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model_dir', default='runs/model')
     parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
     parser.add_argument('--output', default=None, help='frozen GraphDef (.pb) to write')

@@ -5,14 +5,13 @@
     python train.py --dataset cifar10 --model densenet121 --init_from_keras densenet121.h5
     horovodrun -np 2 -H localhost:2 python train.py --dataset cifar10 --data_dir DIR
 """
-import argparse
 
 from utils.cli import run_main
 
 
 def parse_args(argv):
     from utils import flags
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = flags.ArgumentParser(description=__doc__.splitlines()[0])
     flags.add_model_flags(parser)
     parser.add_argument('--train_epochs', type=flags.positive, default=None,
                         help='epochs to train (dataset default: digits 30, CIFAR 300, ImageNet 90)')
@@ -34,6 +33,9 @@ def parse_args(argv):
                         help='fetch CIFAR into --data_dir first if it is not there')
     flags.add_keras_flag(parser, 'start a new run from (fine-tuning; a classifier of another '
                          'class count starts fresh)')
+    parser.add_argument('--inject_nan', type=flags.batch_range, default=None,
+                        metavar='FIRST[:COUNT]', help='testing: the FIRST (1-based) and COUNT-1 '
+                        'next batches this process reads become NaN (fault drills)')
     return parser.parse_args(argv)
 
 
@@ -61,7 +63,8 @@ def main(argv):
         weight_decay=args.weight_decay, momentum=args.momentum,
         save_checkpoint_steps=args.save_checkpoint_steps, log_every_steps=args.log_every_steps,
         seed=args.seed, init_from_keras=args.init_from_keras,
-        mfm_transitions=args.mfm_transitions, mfm_layers=args.mfm_layers)
+        mfm_transitions=args.mfm_transitions, mfm_layers=args.mfm_layers,
+        inject_nan=args.inject_nan)
     saved = flags.load_config(args.model_dir)
     if saved and flags.architecture_difference(saved, architecture):
         raise ValueError('%s holds another model (%s); use a new --model_dir' % (
@@ -72,8 +75,7 @@ def main(argv):
         print('training %s on %s: batch %d per worker, %s, %s' % (
             flags.model_title(args), args.dataset, args.batch_size,
             {True: 'efficient', False: 'naive'}.get(args.efficient, args.efficient), 'fp16' if args.fp16 else 'fp32'))
-    step = run_loop.train(dataset, config, on_rank0_start=start)
-    print('done at step %d; checkpoints in %s' % (step, args.model_dir))
+    run_loop.train(dataset, config, on_rank0_start=start)
 
 
 if __name__ == '__main__':

@@ -60,7 +60,8 @@ def batch_norm(x, training, data_format, name, update_statistics=True, trainable
     """Batch normalisation over the channel axis; statistics and affine parameters are float32.
 
     In training mode the batch statistics normalise `x`; when `update_statistics` is set, one
-    moving-average update per statistic is added to `tf.GraphKeys.UPDATE_OPS`.
+    moving-average update per statistic is added to `tf.GraphKeys.UPDATE_OPS`; non-finite batch
+    statistics are not averaged in.
     """
     channels = int(x.shape[channel_axis(data_format)])
     fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
@@ -86,7 +87,10 @@ def batch_norm(x, training, data_format, name, update_statistics=True, trainable
         if update_statistics:
             decay = 1.0 - BN_MOMENTUM
             for var, value in ((moving_mean, mean), (moving_variance, variance)):
-                update = var.assign_sub((var - value) * decay, read_value=False)
+                # A non-finite statistic (an overflowing fp16 step, a bad batch: steps that are
+                # skipped) leaves that channel's average as it was.
+                change = tf.where(tf.is_finite(value), (var - value) * decay, tf.zeros_like(var))
+                update = var.assign_sub(change, read_value=False)
                 tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
         return y
 

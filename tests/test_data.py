@@ -209,14 +209,26 @@ def test_imagenet_tfrecords(tmp_path):
     assert 0 <= train_images.min() and train_images.max() <= 255
 
 
-def test_corrupt_tfrecord_fails_with_a_data_loss_error(tmp_path):
+def test_corrupt_tfrecords_are_named_up_front_or_fail_with_data_loss(tmp_path):
     make_imagenet(str(tmp_path))
     path = os.path.join(str(tmp_path), 'validation-00000-of-00001')
-    with open(path, 'r+b') as f:
+    with open(path, 'rb') as f:
+        intact = f.read()
+    with open(path, 'r+b') as f:  # the first record: named before any training
         f.seek(20)
         f.write(b'\xff' * 16)
+    with pytest.raises(data.DataError, match=r'validation-00000-of-00001: not a readable '
+                                             r'TFRecord file of tf\.train\.Examples \(corrupted'):
+        data.get_dataset('imagenet', str(tmp_path), image_size=16)
+    with open(path, 'wb') as f:  # the last record: met while reading
+        f.write(intact[:-20] + b'\xff' * 16 + intact[-4:])
+    imagenet = data.get_dataset('imagenet', str(tmp_path), image_size=16)
     with pytest.raises(tf.errors.DataLossError):
-        _take(data.get_dataset('imagenet', str(tmp_path), image_size=16), training=False)
+        _take(imagenet, training=False)
+    with open(path, 'wb') as f:
+        f.write(b'')
+    with pytest.raises(data.DataError, match=r'validation-00000-of-00001: empty TFRecord file'):
+        data.get_dataset('imagenet', str(tmp_path), image_size=16)
 
 
 def test_synthetic_mimics_a_dataset():

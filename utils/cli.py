@@ -20,16 +20,24 @@ def run_main(main, argv=None, debug_flag='--debug'):
     from utils.checkpoints import CheckpointError
     from utils.data import DataError
     from utils.run_loop import TrainingError
+    import tensorflow as tf
     argv = sys.argv[1:] if argv is None else argv
     debug = _flag_set(argv, debug_flag)
     try:
         sys.exit(main(argv) or 0)
     except (DataError, CheckpointError, TrainingError, ValueError, OSError) as e:
-        if debug:
-            traceback.print_exc()
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print('error: %s' % message, file=sys.stderr)
-        sys.exit(1)
+        _fail(e, str(e), debug)
+    except tf.errors.OpError as e:  # e.g. a corrupt record met in training: TF's own words
+        _fail(e, '%s (%s)' % (e.message.split('\n')[0].split('\t')[0].strip(),
+                              type(e).__name__), debug)
+
+
+def _fail(error, message, debug):
+    if debug:
+        traceback.print_exc()
+    message = message.splitlines()[0] if message.strip() else type(error).__name__
+    print('error: %s' % message, file=sys.stderr)
+    sys.exit(1)
 
 
 def _flag_set(argv, flag):

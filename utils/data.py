@@ -247,6 +247,23 @@ def load_python_batch(path):
     return batch
 
 
+def _check_first_record(path, keys):
+    """DataError unless `path`'s first record is intact (CRCs) and a tf.train.Example with `keys`:
+    a wrong or damaged file is named before training (a later corrupt record stops the run)."""
+    try:
+        record = next(iter(tf.compat.v1.io.tf_record_iterator(path)), None)
+        example = tf.train.Example.FromString(record) if record is not None else None
+    except (tf.errors.OpError, ValueError) as e:  # DecodeError is a ValueError
+        message = getattr(e, 'message', None) or str(e)
+        raise DataError('%s: not a readable TFRecord file of tf.train.Examples (%s)' % (
+            path, message.splitlines()[0]))
+    if example is None:
+        raise DataError('%s: empty TFRecord file' % path)
+    missing = [k for k in keys if k not in example.features.feature]
+    if missing:
+        raise DataError('%s: records lack %s' % (path, ', '.join(missing)))
+
+
 class ImageNet(Dataset):
     """TFRecord shards in the standard layout: train-* and validation-*, with image/encoded (JPEG
     or PNG) and image/class/label (1-based; 0 is the background class in some exports)."""
@@ -261,10 +278,13 @@ class ImageNet(Dataset):
         self.dir = data_dir or ''
         self.image_shape = (image_size, image_size, 3)
         for prefix in ('train', 'validation'):
-            if not glob.glob(os.path.join(self.dir, prefix + '-*')):
+            shards = sorted(glob.glob(os.path.join(self.dir, prefix + '-*')))
+            if not shards:
                 raise DataError('%s: no %s-* TFRecord shards (expected the standard ImageNet '
                                 'layout: train-00000-of-01024 ..., validation-00000-of-00128 ...)'
                                 % (self.dir or '(no --data_dir)', prefix))
+            for shard in shards:
+                _check_first_record(shard, ('image/encoded', 'image/class/label'))
 
     def _examples(self, training):
         files = sorted(glob.glob(os.path.join(self.dir, ('train' if training else 'validation')

@@ -60,6 +60,26 @@ def block_list(value):
         raise argparse.ArgumentTypeError('expected block numbers like 2 or 2,3, got %r' % value)
 
 
+def batch_range(value):
+    """'5' -> (5, 1); '5:3' -> (5, 3): a first batch number and a count, both positive."""
+    try:
+        first, _, count = value.partition(':')
+        result = int(first), int(count or 1)
+    except ValueError:
+        result = (0, 0)
+    if min(result) < 1:
+        raise argparse.ArgumentTypeError('expected FIRST or FIRST:COUNT (positive), got %r'
+                                         % value)
+    return result
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (exit 2), not the whole usage."""
+
+    def error(self, message):
+        self.exit(2, '%s: error: %s (--help for usage)\n' % (self.prog, message))
+
+
 def positive_int(value):
     try:
         number = int(value)
@@ -145,6 +165,11 @@ def resolve_model_flags(args, dataset):
     args.batch_size = args.batch_size or batch
     args.mfm_transitions = args.mfm_transitions or []
     args.mfm_layers = args.mfm_layers or []
+    if args.data_format == 'channels_first':
+        from models.layers import default_data_format
+        if default_data_format() != 'channels_first':
+            raise ValueError('--data_format channels_first needs a GPU: TensorFlow 1.15 has no '
+                             'NCHW convolutions on CPU (leave it unset to pick by device)')
     return dict(dataset=args.dataset if args.dataset != 'synthetic' else
                 'synthetic-' + args.synthetic_like, model=args.model, depth=args.depth,
                 growth_rate=args.growth_rate, num_classes=dataset.num_classes,

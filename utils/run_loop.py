@@ -5,7 +5,10 @@ The model itself comes from `inference`, the one builder train.py, eval.py and e
 import collections
 import math
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -18,11 +21,16 @@ RunConfig = collections.namedtuple('RunConfig', [
     'model', 'depth', 'growth_rate', 'data_format', 'efficient', 'fp16', 'dropout_rate',
     'batch_size', 'model_dir', 'train_epochs', 'max_steps', 'epochs_per_eval',
     'learning_rate', 'weight_decay', 'momentum', 'save_checkpoint_steps', 'log_every_steps',
-    'seed', 'init_from_keras', 'mfm_transitions', 'mfm_layers'])
+    'seed', 'init_from_keras', 'mfm_transitions', 'mfm_layers', 'inject_nan'])
 RunConfig.__new__.__defaults__ = (None,) * len(RunConfig._fields)
 
 INITIAL_LOSS_SCALE = 2.0 ** 15
 LOSS_SCALE_GROWTH_STEPS = 2000
+# Under --fp16 an overflowing step is skipped and the loss scale halves; this many in a row
+# (the scale has long reached 1 by then) means the run itself has gone non-finite.
+MAX_NONFINITE_FP16_STEPS = 50
+# Horovod's Gloo timeout: how long a worker waits for a peer that is gone (set unless given).
+GLOO_TIMEOUT_SECONDS = 60
 
 
 class TrainingError(Exception):
@@ -82,11 +90,10 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     `on_rank0_start()` runs once on the chief before training (e.g. to save the run's config);
     `extra_hooks` are more SessionRunHooks for every worker.
     """
+    os.environ.setdefault('HOROVOD_GLOO_TIMEOUT_SECONDS', str(GLOO_TIMEOUT_SECONDS))
     import horovod.tensorflow as hvd
     hvd.init()  # Horovod: one process per worker, or a single one without horovodrun.
     rank0 = hvd.rank() == 0
-    if rank0 and on_rank0_start:
-        on_rank0_start()
     last_step = total_steps(dataset, config, hvd.size())
     start = _checkpoint_step(config.model_dir)
     if start >= last_step:
@@ -95,9 +102,10 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
                 config.model_dir, start, last_step))
         return start
 
-    if start and config.init_from_keras and rank0:
-        log('resuming from the checkpoint at step %d; --init_from_keras only starts new runs'
-            % start)
+    if start and rank0:
+        log('resuming from %s at step %d%s' % (
+            tf.train.latest_checkpoint(config.model_dir), start,
+            '; --init_from_keras only starts new runs' if config.init_from_keras else ''))
 
     tf.reset_default_graph()
     if config.seed is not None:
@@ -107,6 +115,8 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     train_data = dataset.input_fn(True, config.batch_size, hvd.size(), hvd.rank(),
                                   seed=config.seed)
     images, labels = tf.data.make_one_shot_iterator(train_data).get_next()
+    if config.inject_nan:
+        images = _poison(images, *config.inject_nan)
     logits, model = inference(images, dataset, config, training=True)
     cross_entropy, loss = _loss(logits, labels, config.weight_decay)
     accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
@@ -125,7 +135,15 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
         optimizer = tf.contrib.mixed_precision.LossScaleOptimizer(optimizer, manager)
         loss_scale = manager.get_loss_scale()
     with tf.control_dependencies(model.update_ops):
-        train_op = optimizer.minimize(loss, global_step=global_step)
+        grads_and_vars = optimizer.compute_gradients(loss)
+        # After Horovod's allreduce: every worker sees the same verdict at the same step.
+        finite = tf.reduce_all([tf.reduce_all(tf.is_finite(g)) for g, _ in grads_and_vars
+                                if g is not None], name='gradients_finite')
+        if config.fp16:  # the LossScaleOptimizer skips non-finite steps and backs off itself
+            train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
+        else:  # never apply a non-finite update: the weights in memory stay the last good ones
+            train_op = tf.cond(finite, lambda: optimizer.apply_gradients(
+                grads_and_vars, global_step=global_step), tf.no_op, name='apply_if_finite')
 
     tf.summary.scalar('cross_entropy', cross_entropy)
     tf.summary.scalar('loss', loss)
@@ -137,11 +155,19 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     eval_every = max(1, int(config.epochs_per_eval * steps_per_epoch(dataset, config,
                                                                      hvd.size())))
     fetches = dict(loss=loss, accuracy=accuracy, lr=lr, step=global_step)
+    # Horovod: a stop request (signal) or a non-finite loss on any worker, summed over workers
+    # in the step itself, stops all of them after the same step.
+    stop_requested = tf.placeholder_with_default(0.0, [], name='stop_requested')
+    trouble = hvd.allreduce(tf.stack([stop_requested, 1.0 - tf.cast(
+        tf.logical_and(finite, tf.reduce_all(tf.is_finite(loss))), tf.float32)]),
+        op=hvd.Sum, name='stop_flags')
+    guard = _GuardHook(trouble, stop_requested, loss, loss_scale, config.model_dir,
+                       MAX_NONFINITE_FP16_STEPS if config.fp16 else 1, log if rank0 else None)
     hooks = [
         tf.train.StopAtStepHook(last_step=last_step),
         # Horovod: start every worker from rank 0's (possibly restored) variables.
         hvd.BroadcastGlobalVariablesHook(0),
-        _NonFiniteLossHook(loss, config.model_dir),
+        guard,
     ] + list(extra_hooks)
     if rank0:
         hooks.append(_ProgressHook(fetches, start, last_step, config.batch_size * hvd.size(),
@@ -154,17 +180,69 @@ def train(dataset, config, log=print, on_rank0_start=None, extra_hooks=()):
     # Horovod: rank 0 loads the Keras weights of a new run; the broadcast hook copies them.
     init_fn = _keras_init_fn(config.init_from_keras, log) if (
         config.init_from_keras and rank0) else None
+    scaffold = tf.train.Scaffold(init_fn=init_fn)
+    if rank0:  # the graph is built, so bad data has been named: now model_dir may be written
+        probe_model_dir(config.model_dir)
+        check_free_space(config.model_dir, tf.global_variables())
+        if on_rank0_start:
+            on_rank0_start()
     step = start
     # Horovod: only rank 0 writes checkpoints and summaries.
-    with tf.train.MonitoredTrainingSession(
+    with guard.signals_handled(), tf.train.MonitoredTrainingSession(
             checkpoint_dir=config.model_dir if rank0 else None, hooks=hooks,
-            scaffold=tf.train.Scaffold(init_fn=init_fn),
-            save_checkpoint_steps=config.save_checkpoint_steps if rank0 else None,
-            save_checkpoint_secs=None, save_summaries_steps=config.log_every_steps,
-            log_step_count_steps=None, config=session_config) as sess:
+            chief_only_hooks=[_CheckpointSaver(config.model_dir, config.save_checkpoint_steps,
+                                               scaffold)] if rank0 else None,
+            scaffold=scaffold, save_checkpoint_steps=None, save_checkpoint_secs=None,
+            save_summaries_steps=config.log_every_steps, log_step_count_steps=None,
+            config=session_config) as sess:
         while not sess.should_stop():
             step = sess.run([train_op, global_step])[1]
+    tf.summary.FileWriterCache.clear()  # flushes and closes the summary writers
+    if rank0:
+        if guard.signal_name:
+            log('stopped by %s at step %d; checkpoint saved: %s' % (
+                guard.signal_name, step, tf.train.latest_checkpoint(config.model_dir)))
+        else:
+            log('done at step %d; checkpoints in %s' % (step, config.model_dir))
     return step
+
+
+def probe_model_dir(model_dir):
+    """Creates `model_dir` and writes, syncs and removes a file there, so that an unwritable
+    directory fails before training rather than at the first checkpoint."""
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        probe = os.path.join(model_dir, '.write_probe.%d' % os.getpid())
+        with open(probe, 'wb') as f:
+            f.write(b'\0' * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        os.remove(probe)
+    except OSError as e:
+        raise TrainingError('cannot write to --model_dir %s: %s' % (
+            model_dir, e.strerror or e))
+
+
+def check_free_space(model_dir, variables):
+    """TrainingError unless `model_dir`'s disk holds two more checkpoints of `variables`
+    (a new one is written in full before the oldest is deleted)."""
+    need = 2 * sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in variables)
+    free = shutil.disk_usage(model_dir).free
+    if free < need:
+        raise TrainingError('%s: %.1f MiB free, a checkpoint of this model needs %.1f MiB '
+                            '(two while one is replaced)' % (model_dir, free / 2.0 ** 20,
+                                                               need / 2.0 ** 20))
+
+
+def _poison(images, first, count):
+    """Testing aid (--inject_nan FIRST[:COUNT]): batches FIRST..FIRST+COUNT-1 this process reads
+    (1-based) become NaN."""
+    with tf.variable_scope('inject_nan'):
+        seen = tf.Variable(0, trainable=False, name='batches_seen',
+                           collections=[tf.GraphKeys.LOCAL_VARIABLES])
+        n = seen.assign_add(1)
+    bad = tf.logical_and(n >= first, n < first + count)
+    return images + tf.where(bad, float('nan'), 0.0)
 
 
 def _keras_init_fn(path, log):
@@ -231,20 +309,93 @@ def _checkpoint_step(model_dir):
     return int(tf.train.load_variable(checkpoint, 'global_step'))
 
 
-class _NonFiniteLossHook(tf.train.SessionRunHook):
-    """Stops training on a non-finite loss before anything is applied or saved from it."""
+class _GuardHook(tf.train.SessionRunHook):
+    """Stops training cleanly on SIGTERM/SIGINT and with an error on non-finite steps.
 
-    def __init__(self, loss, model_dir):
-        self._loss, self._model_dir = loss, model_dir
+    A signal lets the step finish; the summed stop flag then stops every worker after that same
+    step, and the checkpoint saver writes the final checkpoint. A second signal exits at once.
+    Non-finite steps were not applied (see train); after `patience` in a row (1 in float32) the
+    run stops with TrainingError, which skips the final save, so the last checkpoint is intact.
+    """
+
+    def __init__(self, flags, stop_requested, loss, loss_scale, model_dir, patience, log):
+        self._flags, self._stop_requested, self._loss = flags, stop_requested, loss
+        self._loss_scale, self._dir, self._patience, self._log = (
+            loss_scale, model_dir, patience, log)
+        self._nonfinite, self._signal, self._peer_stopped = 0, None, False
+
+    @property
+    def signal_name(self):
+        """What stopped the run early: 'SIGTERM', 'SIGINT', 'another worker's signal' or None."""
+        if self._signal:
+            return signal.Signals(self._signal).name
+        return "another worker's signal" if self._peer_stopped else None
+
+    def _handle(self, signum, frame):
+        if self._signal:  # the second one
+            os._exit(128 + signum)
+        self._signal = signum
+        if self._log:
+            self._log('\n%s: stopping after this step and saving a checkpoint (again to exit '
+                      'at once)' % signal.Signals(signum).name)
+
+    def signals_handled(self):
+        """A context in which SIGTERM and SIGINT request a clean stop (main thread only)."""
+        hook = self
+
+        class Handled(object):
+            def __enter__(self):
+                self._old = {}
+                if threading.current_thread() is threading.main_thread():
+                    for signum in (signal.SIGTERM, signal.SIGINT):
+                        self._old[signum] = signal.signal(signum, hook._handle)
+
+            def __exit__(self, *exc):
+                for signum, handler in self._old.items():
+                    signal.signal(signum, handler)
+        return Handled()
 
     def before_run(self, run_context):
-        return tf.train.SessionRunArgs(self._loss)
+        fetches = dict(flags=self._flags, loss=self._loss, step=tf.train.get_global_step())
+        if self._loss_scale is not None:
+            fetches['loss_scale'] = self._loss_scale
+        return tf.train.SessionRunArgs(
+            fetches, feed_dict={self._stop_requested: 1.0 if self._signal else 0.0})
 
     def after_run(self, run_context, run_values):
-        if not np.isfinite(run_values.results):
-            step = run_context.session.run(tf.train.get_global_step())
-            raise TrainingError('loss is %s at step %d; stopping. Last checkpoint: %s' % (
-                run_values.results, step, tf.train.latest_checkpoint(self._model_dir)))
+        r = run_values.results
+        stop, nonfinite = r['flags']
+        self._nonfinite = self._nonfinite + 1 if nonfinite else 0
+        if self._nonfinite >= self._patience:
+            raise TrainingError(
+                '%s at step %d%s; stopping without applying it. The last checkpoint, %s, is '
+                'intact' % ('loss is %s' % r['loss'] if not np.isfinite(r['loss']) else
+                            'non-finite gradients', r['step'] + 1,
+                            ' (%d steps in a row; loss scale down to %g)' % (
+                                self._nonfinite, r['loss_scale']) if self._patience > 1 else '',
+                            tf.train.latest_checkpoint(self._dir) if self._dir else None))
+        if stop:
+            self._peer_stopped = self._signal is None
+            run_context.request_stop()
+
+
+class _CheckpointSaver(tf.train.CheckpointSaverHook):
+    """The standard saver (every `steps` and at the end) whose failures stop training with a
+    one-line TrainingError instead of a traceback, or of training on without checkpoints."""
+
+    def __init__(self, model_dir, steps, scaffold):
+        super(_CheckpointSaver, self).__init__(model_dir, save_steps=steps, scaffold=scaffold)
+        self._dir = model_dir
+
+    def _save(self, session, step):
+        try:
+            return super(_CheckpointSaver, self)._save(session, step)
+        except (tf.errors.OpError, OSError, ValueError) as e:
+            message = getattr(e, 'message', None) or str(e)
+            raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
+                                'stopping. Last complete checkpoint: %s' % (
+                                    step, self._dir, message.splitlines()[0],
+                                    tf.train.latest_checkpoint(self._dir)))
 
 
 class _ProgressHook(tf.train.SessionRunHook):

@@ -1,0 +1,355 @@
+"""Faults: kill -9 and resume, SIGTERM, non-finite losses, failing saves, a dying Horovod worker;
+and a table of bad inputs, each run as the real command."""
+import glob
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_data import _Payload, _write_cifar_bin, _cifar_images, make_cifar10_bin, \
+    make_cifar_py, make_imagenet
+from test_train import PYTHON, ROOT, SMALL, run
+from utils import data, run_loop
+
+# Slow enough per step (~40 steps/s here) that a poll sees the checkpoints go by.
+LONG = SMALL + ['--max_steps', '600', '--save_checkpoint_steps', '20', '--epochs_per_eval', '0']
+
+
+def _start(*args, horovod=False):
+    command = [PYTHON, os.path.join(ROOT, 'train.py')] + list(args)
+    if horovod:
+        command = [_horovodrun(), '-np', '2', '-H', 'localhost:2', '--gloo'] + command
+    return subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, start_new_session=True)
+
+
+def _horovodrun():
+    found = os.path.join(os.path.dirname(PYTHON), 'horovodrun')
+    return found if os.path.exists(found) else shutil.which('horovodrun')
+
+
+def _latest_step(model_dir):
+    latest = tf.train.latest_checkpoint(model_dir) if os.path.isdir(model_dir) else None
+    return int(latest.rsplit('-', 1)[1]) if latest else -1
+
+
+def _wait_for_checkpoint(proc, model_dir, step, timeout=300):
+    deadline = time.time() + timeout
+    while _latest_step(model_dir) < step:
+        assert proc.poll() is None, 'training ended early:\n%s' % (proc.communicate(),)
+        assert time.time() < deadline, 'no checkpoint at step %d in %d s' % (step, timeout)
+        time.sleep(0.02)
+    return _latest_step(model_dir)
+
+
+def _all_finite(checkpoint):
+    return [name for name, _ in tf.train.list_variables(checkpoint)
+            if not np.all(np.isfinite(tf.train.load_variable(checkpoint, name)))]
+
+
+@pytest.mark.slow
+def test_kill_9_then_the_same_command_resumes_and_finishes(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    args = ['--model_dir', model_dir] + LONG
+    proc = _start(*args)
+    _wait_for_checkpoint(proc, model_dir, 40)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _latest_step(model_dir)
+    # The index names only complete checkpoints, and every one it lists reads back.
+    state = tf.train.get_checkpoint_state(model_dir)
+    for path in state.all_model_checkpoint_paths:
+        assert tf.train.list_variables(path) and not _all_finite(path)
+    resumed = run('train.py', *args)
+    assert 'resuming from %s at step %d' % (
+        os.path.join(model_dir, 'model.ckpt-%d' % killed_at), killed_at) in resumed.stdout
+    assert 'done at step 600' in resumed.stdout
+    assert _latest_step(model_dir) == 600
+    # The schedule went on from the checkpoint's step: /10 at 300, /100 at 450 (0.025 base).
+    rates = dict((int(s), float(r)) for s, r in re.findall(r'step (\d+)/600 .* lr ([\d.e-]+)',
+                                                           resumed.stdout))
+    assert min(rates) > killed_at and rates[600] == pytest.approx(0.00025)
+    evaluated = run('eval.py', '--model_dir', model_dir)
+    loss = float(re.search(r'loss ([\d.]+)', evaluated.stdout).group(1))
+    assert np.isfinite(loss)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_the_step_it_stopped_and_exits_0(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    proc = _start('--model_dir', model_dir, *LONG)
+    _wait_for_checkpoint(proc, model_dir, 20)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    stopped = re.search(r'stopped by SIGTERM at step (\d+); checkpoint saved: (\S+)', out)
+    assert stopped, out
+    step = int(stopped.group(1))
+    assert 20 <= step < 600 and stopped.group(2) == tf.train.latest_checkpoint(model_dir)
+    assert _latest_step(model_dir) == step
+    assert glob.glob(os.path.join(model_dir, 'events.out.tfevents.*'))
+
+
+@pytest.mark.slow
+def test_a_nan_batch_stops_float32_training_and_leaves_the_last_checkpoint(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    proc = run('train.py', '--model_dir', model_dir, '--inject_nan', '25', *LONG, check=False)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+    last = os.path.join(model_dir, 'model.ckpt-20')
+    assert proc.stderr.strip() == ('error: loss is nan at step 25; stopping without applying it. '
+                                   'The last checkpoint, %s, is intact' % last)
+    assert tf.train.latest_checkpoint(model_dir) == last and not _all_finite(last)
+    evaluated = run('eval.py', '--model_dir', model_dir)
+    assert np.isfinite(float(re.search(r'loss ([\d.]+)', evaluated.stdout).group(1)))
+
+
+@pytest.mark.slow
+def test_fp16_skips_overflowing_steps_and_stops_only_when_they_persist(tmp_path):
+    small = SMALL + ['--max_steps', '40', '--save_checkpoint_steps', '20', '--fp16', 'True',
+                     '--epochs_per_eval', '0']
+    skipped = str(tmp_path / 'skipped')
+    run('train.py', '--model_dir', skipped, '--inject_nan', '25:3', *small)
+    final = tf.train.latest_checkpoint(skipped)
+    assert final.endswith('-40') and not _all_finite(final)  # moving averages included
+    # Three skipped steps halved the scale three times (it grows back only every 2000).
+    assert tf.train.load_variable(final, 'loss_scale') == run_loop.INITIAL_LOSS_SCALE / 8
+    stuck = str(tmp_path / 'stuck')
+    proc = run('train.py', '--model_dir', stuck, '--inject_nan', '25:1000', *small, check=False)
+    assert proc.returncode == 1
+    assert re.fullmatch(r'error: loss is nan at step 2[45] \(%d steps in a row; loss scale down '
+                        r'to 1\); stopping without applying it\. The last checkpoint, \S+-20, is '
+                        r'intact\n' % run_loop.MAX_NONFINITE_FP16_STEPS, proc.stderr), proc.stderr
+    assert not _all_finite(tf.train.latest_checkpoint(stuck))
+
+
+class _BreakModelDir(tf.train.SessionRunHook):
+    """Replaces the model directory by a file after `step`, as a vanished mount would."""
+
+    def __init__(self, model_dir, step):
+        self.model_dir, self.step = model_dir, step
+
+    def after_run(self, run_context, run_values):
+        if run_context.session.run(tf.train.get_global_step()) == self.step:
+            shutil.rmtree(self.model_dir)
+            open(self.model_dir, 'w').close()
+
+
+@pytest.mark.slow
+def test_a_failing_save_stops_training_with_a_message(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    config = run_loop.RunConfig(
+        model='densenet_bc', depth=16, growth_rate=4, efficient=True, fp16=False,
+        batch_size=16, model_dir=model_dir, train_epochs=1, max_steps=30, epochs_per_eval=0,
+        learning_rate=0.05, weight_decay=1e-4, momentum=0.9, save_checkpoint_steps=10,
+        log_every_steps=10)
+    with pytest.raises(run_loop.TrainingError, match=r'could not write the checkpoint at step '
+                                                     r'20 to %s \(.*\); stopping' % model_dir):
+        run_loop.train(data.get_dataset('digits'), config, log=lambda *a: None,
+                       extra_hooks=[_BreakModelDir(model_dir, 15)])
+
+
+def test_free_space_is_checked_against_the_checkpoint_size(tmp_path):
+    with tf.Graph().as_default():
+        small = [tf.Variable(tf.zeros([10]))]
+        run_loop.check_free_space(str(tmp_path), small)
+        huge = [tf.Variable(tf.zeros([2 ** 22, 2 ** 22]))]  # 64 TiB, never allocated
+        with pytest.raises(run_loop.TrainingError, match=r'MiB free, a checkpoint of this '
+                                                         r'model needs 134217728\.0 MiB'):
+            run_loop.check_free_space(str(tmp_path), huge)
+
+
+def _rank_pid(model_dir, rank):
+    """The pid of the train.py worker of `rank` writing to `model_dir` (from /proc)."""
+    for environ in glob.glob('/proc/[0-9]*/environ'):
+        try:
+            with open(environ, 'rb') as f:
+                env = f.read().split(b'\0')
+            with open(environ.replace('environ', 'cmdline'), 'rb') as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if (b'HOROVOD_RANK=%d' % rank in env and b'train.py' in cmdline
+                and model_dir.encode() in cmdline):
+            return int(environ.split('/')[2])
+    return None
+
+
+@pytest.mark.slow
+def test_horovod_a_signal_to_one_worker_stops_both_at_the_same_step(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    proc = _start('--model_dir', model_dir, *LONG, horovod=True)
+    _wait_for_checkpoint(proc, model_dir, 20)
+    os.kill(_rank_pid(model_dir, 1), signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    stopped = re.findall(r'stopped by (.+) at step (\d+); checkpoint saved', out)
+    assert stopped and len(stopped) == 1, out  # rank 0 reports; rank 1 was the one signalled
+    assert stopped[0][0] == "another worker's signal"
+    assert _latest_step(model_dir) == int(stopped[0][1])
+
+
+@pytest.mark.slow
+def test_horovod_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    proc = _start('--model_dir', model_dir, *LONG, horovod=True)
+    _wait_for_checkpoint(proc, model_dir, 20)
+    os.kill(_rank_pid(model_dir, 1), signal.SIGKILL)
+    killed = time.time()
+    out, err = proc.communicate(timeout=run_loop.GLOO_TIMEOUT_SECONDS + 60)
+    assert proc.returncode != 0
+    assert time.time() - killed < run_loop.GLOO_TIMEOUT_SECONDS + 30
+    assert _rank_pid(model_dir, 0) is None  # rank 0 did not outlive the job
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+def _tree(path):
+    """Names, sizes and content hashes under `path` (None if it does not exist)."""
+    if not os.path.exists(path):
+        return None
+    found = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, 'rb') as f:
+                found[os.path.relpath(full, path)] = hashlib.md5(f.read()).hexdigest()
+    return found
+
+
+def _cifar_missing(tmp):
+    return ['--dataset', 'cifar10', '--data_dir', os.path.join(tmp, 'nowhere')]
+
+
+def _cifar_empty(tmp):
+    os.makedirs(os.path.join(tmp, 'empty'))
+    return ['--dataset', 'cifar10', '--data_dir', os.path.join(tmp, 'empty')]
+
+
+def _cifar_truncated(tmp):
+    d, _ = make_cifar10_bin(tmp)
+    with open(os.path.join(d, 'data_batch_2.bin'), 'r+b') as f:
+        f.truncate(3073 + 10)
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
+def _cifar_bad_label(tmp):
+    d, _ = make_cifar10_bin(tmp)
+    _write_cifar_bin(os.path.join(d, 'data_batch_1.bin'), _cifar_images(2, 0), [3, 12])
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
+def _cifar_pickle_payload(tmp):
+    d = make_cifar_py(tmp)
+    with open(os.path.join(d, 'data_batch_1'), 'wb') as f:
+        pickle.dump({b'data': _Payload(os.path.join(tmp, 'pwned')), b'labels': [1]}, f,
+                    protocol=2)
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
+def _corrupt_tfrecord(tmp):
+    make_imagenet(tmp)
+    with open(os.path.join(tmp, 'train-00000-of-00001'), 'r+b') as f:
+        f.seek(20)
+        f.write(b'\xff' * 16)
+    return ['--dataset', 'imagenet', '--data_dir', tmp, '--model', 'densenet_bc',
+            '--image_size', '32']
+
+
+def _not_a_directory(tmp):
+    open(os.path.join(tmp, 'file'), 'w').close()
+    return ['--model_dir', os.path.join(tmp, 'file', 'run')]
+
+
+BAD_TRAIN_INPUTS = [
+    ('missing data dir', _cifar_missing, r'nowhere: no cifar10 data; expected '),
+    ('empty data dir', _cifar_empty, r'empty: no cifar10 data; expected '),
+    ('truncated CIFAR binary', _cifar_truncated, r'data_batch_2\.bin: truncated'),
+    ('label out of range', _cifar_bad_label, r'data_batch_1\.bin: label 12 out of range'),
+    ('pickle payload', _cifar_pickle_payload, r'data_batch_1: not a CIFAR python batch '
+                                              r'\(refusing to load (posix|os)\.system\)'),
+    ('corrupt TFRecord', _corrupt_tfrecord, r'train-00000-of-00001: not a readable TFRecord'),
+    ('unwritable model dir', _not_a_directory, r'cannot write to --model_dir .*file/run: '
+                                               r'Not a directory'),
+    ('bogus model', lambda tmp: ['--model', 'resnet50'], r'--model: invalid choice'),
+    ('zero batch', lambda tmp: ['--batch_size', '0'], r'expected a positive integer'),
+    ('negative batch', lambda tmp: ['--batch_size', '-4'], r'expected a positive integer'),
+    ('depth off the BC rule', lambda tmp: ['--depth', '41'], r'depth=41'),
+    ('NCHW without a GPU', lambda tmp: ['--data_format', 'channels_first'],
+     r'channels_first needs a GPU'),
+]
+
+
+def _assert_one_line_failure(proc, pattern):
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-3000:]
+    assert lines[0].startswith(('error: ', 'train.py: error: ', 'eval.py: error: ',
+                                'export.py: error: ')), lines[0]
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,make,pattern', BAD_TRAIN_INPUTS,
+                         ids=[row[0] for row in BAD_TRAIN_INPUTS])
+def test_bad_input_to_train_is_one_line_and_touches_nothing(tmp_path, name, make, pattern):
+    tmp = str(tmp_path)
+    model_dir = os.path.join(tmp, 'model')
+    args = ['--model_dir', model_dir, '--max_steps', '2'] + make(tmp)
+    before = _tree(model_dir)
+    proc = run('train.py', *args, check=False)
+    _assert_one_line_failure(proc, pattern)
+    assert _tree(model_dir) == before
+    assert not os.path.exists(os.path.join(tmp, 'pwned'))
+
+
+@pytest.fixture(scope='module')
+def depth16(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp('reliability') / 'depth16')
+    run('train.py', '--model_dir', model_dir, '--max_steps', '2', *SMALL)
+    return model_dir
+
+
+def _rewritten_config(model_dir, tmp, **changes):
+    """A model dir whose config.json describes another model (export.py reads only that)."""
+    other = os.path.join(tmp, 'other')
+    os.makedirs(other)
+    with open(os.path.join(model_dir, 'config.json')) as f:
+        config = json.load(f)
+    config.update(changes)
+    with open(os.path.join(other, 'config.json'), 'w') as f:
+        json.dump(config, f)
+    return ['--model_dir', other, '--checkpoint', tf.train.latest_checkpoint(model_dir)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('script,extra,pattern', [
+    ('eval.py', ['--depth', '22'], r'another architecture: it has no variable densenet/'
+                                   r'denseblock1/denselayer3/'),
+    ('eval.py', ['--growth_rate', '6'], r'another architecture: densenet/stem/conv0/kernel is '
+                                        r'\[3, 3, 1, 8\] there, \[3, 3, 1, 12\] in this model'),
+    ('export.py', dict(depth=22), r'another architecture: it has no variable densenet/'
+                                  r'denseblock1/denselayer3/'),
+    ('export.py', dict(growth_rate=6), r'another architecture: densenet/stem/conv0/kernel is'),
+    ('eval.py', ['--data_format', 'channels_first'], r'channels_first needs a GPU'),
+], ids=['eval depth', 'eval growth rate', 'export depth', 'export growth rate', 'eval NCHW'])
+def test_a_checkpoint_of_another_shape_is_refused_by_eval_and_export(depth16, tmp_path, script,
+                                                                     extra, pattern):
+    output = str(tmp_path / 'model.pb')
+    if isinstance(extra, dict):
+        extra = _rewritten_config(depth16, str(tmp_path), **extra) + ['--output', output]
+    else:
+        extra = ['--model_dir', depth16] + extra
+    before = _tree(depth16)
+    proc = run(script, *extra, check=False)
+    _assert_one_line_failure(proc, pattern)
+    assert _tree(depth16) == before and not os.path.exists(output)
