@@ -126,9 +126,14 @@ class DenseNetCreator(object):
                         inputs = list(features)
                         if self.dropout_seed is not None:
                             inputs.append(self.dropout_seed + tf.constant([0, layer_index], tf.int64))
-                        features.append(self._apply('denselayer%d' % (layer + 1),
-                                                    self._dense_layer_body(block), inputs,
-                                                    self.plan.layer(block, layer)))
+                        recompute = self.plan.layer(block, layer)
+                        outputs = self._apply('denselayer%d' % (layer + 1),
+                                              self._dense_layer_body(block, recompute), inputs,
+                                              recompute)
+                        if recompute:  # the features passed through: see _dense_layer_body
+                            features = list(outputs[1:])
+                            outputs = outputs[0]
+                        features.append(outputs)
                 if block < self.nb_dense_block - 1:
                     x = self._apply('transition%d' % (block + 1), self._transition_body(block),
                                     features, self.plan.transition(block))
@@ -178,9 +183,21 @@ class DenseNetCreator(object):
         return tf.layers.max_pooling2d(self._pad(x, 1), 3, 2, padding='valid',
                                        data_format=self.data_format, name='pool0')
 
-    def _dense_layer_body(self, block):
+    def _dense_layer_body(self, block, passthrough=False):
+        """The dense layer as a function of the earlier features (and the dropout seed).
+
+        With `passthrough` it also returns the earlier features (identities, no copies), which
+        the next layer takes instead. Each feature map's gradient then flows back through every
+        later layer, which adds its own contribution to it as it goes: one running sum per
+        feature map, instead of every later layer's piece waiting for one sum at the end
+        (quadratic: the paper's "shared gradient storage" problem, in TensorFlow's terms).
+        """
         def dense_layer(inputs, is_recomputing):
-            return self._dense_layer(inputs, is_recomputing, mfm=block in self.mfm_layers)
+            new = self._dense_layer(list(inputs), is_recomputing, mfm=block in self.mfm_layers)
+            if not passthrough:
+                return new
+            features = inputs[:-1] if self.dropout_seed is not None else inputs
+            return [new] + [tf.identity(f) for f in features]
         return dense_layer
 
     def _transition_body(self, block):
