@@ -72,7 +72,8 @@ def main(argv=None):
     parser.add_argument('--steps', type=int, default=3)
     parser.add_argument('--train_depth', type=int, default=40, help='BC depth trained on digits')
     parser.add_argument('--epochs', type=float, default=30)
-    parser.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
+    parser.add_argument('--seeds', type=int, nargs='*', default=[1, 2, 3],
+                        help='digits training runs per variant (none: only the cost table)')
     parser.add_argument('--work_dir', default='runs/mfm')
     parser.add_argument('--quick', action='store_true')
     args = parser.parse_args(argv)
@@ -93,6 +94,8 @@ def main(argv=None):
             name, format(naive['params'], ','), naive['peak_mib'], eff['peak_mib'],
             naive['step_s'], eff['step_s']), flush=True)
 
+    if not args.seeds:
+        return
     print('\nDenseNet-BC-%d k=12 on digits, %g epochs, seeds %s (efficient):' % (
         args.train_depth, args.epochs, ' '.join(map(str, args.seeds))))
     results = accuracy(args.train_depth, args.epochs, args.seeds, args.work_dir)
