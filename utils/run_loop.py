@@ -3,6 +3,7 @@
 The model itself comes from `inference`, the one builder train.py, eval.py and export share.
 """
 import collections
+import contextlib
 import math
 import os
 import shutil
@@ -339,21 +340,18 @@ class _GuardHook(tf.train.SessionRunHook):
             self._log('\n%s: stopping after this step and saving a checkpoint (again to exit '
                       'at once)' % signal.Signals(signum).name)
 
+    @contextlib.contextmanager
     def signals_handled(self):
         """A context in which SIGTERM and SIGINT request a clean stop (main thread only)."""
-        hook = self
-
-        class Handled(object):
-            def __enter__(self):
-                self._old = {}
-                if threading.current_thread() is threading.main_thread():
-                    for signum in (signal.SIGTERM, signal.SIGINT):
-                        self._old[signum] = signal.signal(signum, hook._handle)
-
-            def __exit__(self, *exc):
-                for signum, handler in self._old.items():
-                    signal.signal(signum, handler)
-        return Handled()
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                old[signum] = signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
 
     def before_run(self, run_context):
         fetches = dict(flags=self._flags, loss=self._loss, step=tf.train.get_global_step())
