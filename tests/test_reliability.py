@@ -353,3 +353,25 @@ def test_a_checkpoint_of_another_shape_is_refused_by_eval_and_export(depth16, tm
     proc = run(script, *extra, check=False)
     _assert_one_line_failure(proc, pattern)
     assert _tree(depth16) == before and not os.path.exists(output)
+
+
+def test_a_second_signal_exits_at_once():
+    script = '\n'.join([
+        'import os, signal, sys, time',
+        'sys.path.insert(0, %r)' % ROOT,
+        'from utils.run_loop import _GuardHook',
+        'guard = _GuardHook(None, None, None, None, None, 1, print)',
+        'with guard.signals_handled():',
+        '    os.kill(os.getpid(), signal.SIGTERM)',
+        '    time.sleep(0.2)',
+        '    print("still running after the first:", guard.signal_name, flush=True)',
+        '    os.kill(os.getpid(), signal.SIGTERM)',
+        '    time.sleep(5)',
+        'print("not reached")',
+    ])
+    proc = subprocess.run([PYTHON, '-c', script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert 'SIGTERM: stopping after this step' in proc.stdout
+    assert 'still running after the first: SIGTERM' in proc.stdout
+    assert 'not reached' not in proc.stdout
