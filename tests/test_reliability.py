@@ -184,12 +184,19 @@ def _rank_pid(model_dir, rank):
     return None
 
 
+def _signal_rank_1_of_2(model_dir, signum):
+    """Starts train.py under horovodrun with two workers and sends rank 1 `signum` once the
+    second checkpoint is written; returns the horovodrun process."""
+    proc = _start('--model_dir', model_dir, *LONG, horovod=True)
+    _wait_for_checkpoint(proc, model_dir, 20)
+    os.kill(_rank_pid(model_dir, 1), signum)
+    return proc
+
+
 @pytest.mark.slow
 def test_horovod_a_signal_to_one_worker_stops_both_at_the_same_step(tmp_path):
     model_dir = str(tmp_path / 'run')
-    proc = _start('--model_dir', model_dir, *LONG, horovod=True)
-    _wait_for_checkpoint(proc, model_dir, 20)
-    os.kill(_rank_pid(model_dir, 1), signal.SIGTERM)
+    proc = _signal_rank_1_of_2(model_dir, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
     stopped = re.findall(r'stopped by (.+) at step (\d+); checkpoint saved', out)
@@ -201,9 +208,7 @@ def test_horovod_a_signal_to_one_worker_stops_both_at_the_same_step(tmp_path):
 @pytest.mark.slow
 def test_horovod_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path):
     model_dir = str(tmp_path / 'run')
-    proc = _start('--model_dir', model_dir, *LONG, horovod=True)
-    _wait_for_checkpoint(proc, model_dir, 20)
-    os.kill(_rank_pid(model_dir, 1), signal.SIGKILL)
+    proc = _signal_rank_1_of_2(model_dir, signal.SIGKILL)
     killed = time.time()
     out, err = proc.communicate(timeout=run_loop.GLOO_TIMEOUT_SECONDS + 60)
     assert proc.returncode != 0

@@ -277,7 +277,8 @@ class ImageNet(Dataset):
     def __init__(self, data_dir, image_size=224):
         self.dir = data_dir or ''
         self.image_shape = (image_size, image_size, 3)
-        for prefix in ('train', 'validation'):
+        self._shards = {}  # training (bool) -> sorted shard paths
+        for training, prefix in ((True, 'train'), (False, 'validation')):
             shards = sorted(glob.glob(os.path.join(self.dir, prefix + '-*')))
             if not shards:
                 raise DataError('%s: no %s-* TFRecord shards (expected the standard ImageNet '
@@ -285,10 +286,10 @@ class ImageNet(Dataset):
                                 % (self.dir or '(no --data_dir)', prefix))
             for shard in shards:
                 _check_first_record(shard, ('image/encoded', 'image/class/label'))
+            self._shards[training] = shards
 
     def _examples(self, training):
-        files = sorted(glob.glob(os.path.join(self.dir, ('train' if training else 'validation')
-                                              + '-*')))
+        files = self._shards[training]
         ds = tf.data.Dataset.from_tensor_slices(files)
         if training:
             ds = ds.shuffle(len(files))

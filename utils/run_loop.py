@@ -383,7 +383,6 @@ class _CheckpointSaver(tf.train.CheckpointSaverHook):
 
     def __init__(self, model_dir, steps, scaffold):
         super(_CheckpointSaver, self).__init__(model_dir, save_steps=steps, scaffold=scaffold)
-        self._dir = model_dir
 
     def _save(self, session, step):
         try:
@@ -392,8 +391,8 @@ class _CheckpointSaver(tf.train.CheckpointSaverHook):
             message = getattr(e, 'message', None) or str(e)
             raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
                                 'stopping. Last complete checkpoint: %s' % (
-                                    step, self._dir, message.splitlines()[0],
-                                    tf.train.latest_checkpoint(self._dir)))
+                                    step, self._checkpoint_dir, message.splitlines()[0],
+                                    tf.train.latest_checkpoint(self._checkpoint_dir)))
 
 
 class _ProgressHook(tf.train.SessionRunHook):
