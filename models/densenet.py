@@ -1,12 +1,14 @@
 """The general DenseNet builder (Huang et al. 2017) with memory-efficient training (Pleiss et al. 2017).
 
-Only layers are built here: data, optimizer and hooks belong to `utils.run_loop`.
+Only layers are built here: data, optimizer and hooks belong to `utils`.
 """
+import dataclasses
 import numbers
+from typing import Tuple
 
-import tensorflow as tf
-
+from models import compat
 from models import layers as L
+from models.compat import tf
 
 SCOPE = 'densenet'
 
@@ -77,7 +79,8 @@ class DenseNetCreator(object):
             raise ValueError('reduction must be in [0, 1), got %r' % (reduction,))
         if not 0.0 <= dropout_rate < 1.0:
             raise ValueError('dropout_rate must be in [0, 1), got %r' % (dropout_rate,))
-        plan = Recomputation.parse(efficient, nb_dense_block)
+        plan = Recomputation.parse(efficient)
+        plan.check(nb_dense_block)
         self.mfm_transitions = _block_set('mfm_transitions', mfm_transitions, nb_dense_block - 1)
         self.mfm_layers = _block_set('mfm_layers', mfm_layers, nb_dense_block)
         if self.mfm_layers and not bottleneck:
@@ -87,9 +90,7 @@ class DenseNetCreator(object):
         self.nb_classes = nb_classes
         self.bottleneck = bool(bottleneck)
         self.data_format = data_format
-        self.depth = depth
         self.dropout_rate = float(dropout_rate)
-        self.efficient = efficient
         self.growth_rate = growth_rate
         self.include_top = include_top
         self.nb_dense_block = nb_dense_block
@@ -100,12 +101,24 @@ class DenseNetCreator(object):
         self.trainable = bool(trainable)
         self.compression = 1.0 - reduction
         self.subsample_initial_block = bool(subsample_initial_block)
-        # Recomputation only pays off when gradients are taken.
-        self.plan = plan if self.training else Recomputation.parse(False, nb_dense_block)
-        self.recompute = self.plan.any
+        self._check_mfm_channels()
+        # Recomputation only pays off when gradients are taken: inference never recomputes.
+        self.plan = plan if self.training else Recomputation()
         self.recomputed = []  # scopes wrapped in recompute_grad, filled by __call__
         self.dropout_seed = None
         self.update_ops = []
+
+    def _check_mfm_channels(self):
+        """ValueError now, not halfway through building, if MFM meets an odd channel count."""
+        channels = self.nb_filter
+        for block in range(self.nb_dense_block - 1):
+            channels += self.nb_layers[block] * self.growth_rate
+            if block in self.mfm_transitions:
+                if channels % 2:
+                    raise ValueError('MFM needs an even channel count, got %d channels at '
+                                     '%s/transition%d' % (channels, SCOPE, block + 1))
+                channels //= 2
+            channels = int(channels * self.compression)
 
     # -- graph ---------------------------------------------------------------------------------
 
@@ -137,7 +150,7 @@ class DenseNetCreator(object):
                 if block < self.nb_dense_block - 1:
                     x = self._apply('transition%d' % (block + 1), self._transition_body(block),
                                     features, self.plan.transition(block))
-            x = self._apply('final', self._head, features, self.plan.final)
+            x = self._apply('final', self._head, features, self.plan.final(self.nb_dense_block))
             self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
             if not self.include_top:
                 return tf.cast(x, tf.float32)
@@ -150,7 +163,7 @@ class DenseNetCreator(object):
         with tf.variable_scope(scope):
             if recompute:
                 self.recomputed.append(tf.get_variable_scope().name)
-                return L.recompute(body, len(inputs))(*inputs)
+                return compat.recompute(body, len(inputs))(*inputs)
             return body(inputs, False)
 
     def _bn_relu(self, x, name, is_recomputing, mfm=False):
@@ -226,7 +239,7 @@ class DenseNetCreator(object):
     def _transition(self, inputs, is_recomputing, mfm=False):
         x = self._concat(inputs)
         channels = int(x.shape[L.channel_axis(self.data_format)])
-        filters = int((channels // 2 if mfm else channels) * self.compression)
+        filters = int((channels // 2 if mfm else channels) * self.compression)  # as checked
         x = self._bn_relu(x, 'norm', is_recomputing, mfm)
         x = self._conv(x, filters, 1, 'conv')
         return tf.layers.average_pooling2d(x, 2, 2, data_format=self.data_format, name='pool')
@@ -236,51 +249,65 @@ class DenseNetCreator(object):
         return tf.reduce_mean(x, L.spatial_axes(self.data_format))
 
 
+@dataclasses.dataclass(frozen=True)
 class Recomputation(object):
     """Which parts of the network `efficient` recomputes in back-propagation.
 
-    True / False: everything / nothing. 'every=N': every N-th dense layer of each block (layers
-    N, 2N, ...), plus the stem, transitions and final norm. 'blocks=1,3': the dense layers and the
-    transition of the listed blocks (1-based), the stem with block 1, the final norm with the last.
+    `every=N`: every N-th dense layer of each block (layers N, 2N, ...; N=1 is everything),
+    plus the stem, transitions and final norm. `blocks=(1, 3)`: the dense layers and the
+    transition of those (1-based) blocks, the stem with block 1, the final norm with the last.
+    Neither: nothing (naive).
     """
-
-    def __init__(self, every=0, blocks=(), nb_dense_block=1):
-        self.every, self.blocks, self.nb_dense_block = every, frozenset(blocks), nb_dense_block
-        self.any = bool(every or self.blocks)
-        everything = every > 0
-        self.stem = everything or 0 in self.blocks
-        self.final = everything or nb_dense_block - 1 in self.blocks
+    every: int = 0
+    blocks: Tuple[int, ...] = ()
 
     @classmethod
-    def parse(cls, value, nb_dense_block):
-        """From True, False, 'true'/'false', 'every=N' or 'blocks=i,j'; ValueError otherwise."""
+    def parse(cls, value):
+        """From True, False, 'true'/'false', 'every=N', 'blocks=i,j' or a Recomputation;
+        ValueError otherwise."""
+        if isinstance(value, cls):
+            return value
         text = value.strip().lower() if isinstance(value, str) else None
         if value is True or text == 'true':
-            return cls(1, (), nb_dense_block)
+            return cls(every=1)
         if value is False or text == 'false':
-            return cls(0, (), nb_dense_block)
+            return cls()
         key, _, numbers = (text or '').partition('=')
         try:
             values = [int(n) for n in numbers.split(',')] if numbers else []
         except ValueError:
             values = []
         if key == 'every' and len(values) == 1 and values[0] >= 1:
-            return cls(values[0], (), nb_dense_block)
-        if key == 'blocks' and values:
-            bad = [b for b in values if not 1 <= b <= nb_dense_block]
-            if bad:
-                raise ValueError('efficient=%r: block %d is out of range (1..%d)' % (
-                    value, bad[0], nb_dense_block))
-            return cls(0, [b - 1 for b in values], nb_dense_block)
+            return cls(every=values[0])
+        if key == 'blocks' and values and min(values) >= 1:
+            return cls(blocks=tuple(sorted(set(values))))
         raise ValueError("efficient must be True, False, 'every=N' (N >= 1) or 'blocks=i,j,...', "
                          "got %r" % (value,))
 
+    def check(self, nb_dense_block):
+        """ValueError if a listed block is not one of `nb_dense_block`."""
+        bad = [b for b in self.blocks if b > nb_dense_block]
+        if bad:
+            raise ValueError('efficient=%r: block %d is out of range (1..%d)' % (
+                str(self), bad[0], nb_dense_block))
+
+    @property
+    def any(self):
+        return bool(self.every or self.blocks)
+
+    @property
+    def stem(self):
+        return self.every > 0 or 1 in self.blocks
+
+    def final(self, nb_dense_block):
+        return self.every > 0 or nb_dense_block in self.blocks
+
     def layer(self, block, layer):
         """Whether dense layer `layer` (0-based) of block `block` (0-based) is recomputed."""
-        return (self.every > 0 and (layer + 1) % self.every == 0) or block in self.blocks
+        return (self.every > 0 and (layer + 1) % self.every == 0) or block + 1 in self.blocks
 
     def transition(self, block):
-        return self.every > 0 or block in self.blocks
+        return self.every > 0 or block + 1 in self.blocks
 
     def __str__(self):
         if self.every == 1:
@@ -288,7 +315,7 @@ class Recomputation(object):
         if self.every:
             return 'every=%d' % self.every
         if self.blocks:
-            return 'blocks=' + ','.join(str(b + 1) for b in sorted(self.blocks))
+            return 'blocks=' + ','.join(map(str, self.blocks))
         return 'naive'
 
 

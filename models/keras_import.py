@@ -1,7 +1,8 @@
 """Load tf.keras.applications DenseNet-121/169/201 weight files (.h5) into our graph.
 
 Keras names layers conv{b+1}_block{l}_{0,1,2}_{bn,conv}, pool{b+1}_{bn,conv}, conv1/{conv,bn},
-bn and fc1000; they map one-to-one, by structure, onto ours. Keras' input preprocessing for
+bn and the classifier fc1000 (keras-applications 1.0.8, TF 1.15) or predictions (Keras 2.x, TF 2);
+they map one-to-one, by structure, onto ours. Keras' input preprocessing for
 DenseNet is its "torch" mode: pixels / 255, minus (0.485, 0.456, 0.406), over (0.229, 0.224, 0.225)
 per channel — `preprocess_input`, which is also utils.data's ImageNet normalisation.
 """
@@ -22,8 +23,9 @@ KERAS_MODELS = ('densenet121', 'densenet169', 'densenet201')  # what tf.keras.ap
 _DENSE_LAYER = {'norm1': 'conv{b}_block{l}_0_bn', 'conv1': 'conv{b}_block{l}_1_conv',
                 'norm2': 'conv{b}_block{l}_1_bn', 'conv2': 'conv{b}_block{l}_2_conv'}
 _TRANSITION = {'norm': 'pool{b}_bn', 'conv': 'pool{b}_conv'}
+_KERAS_CLASSIFIERS = ('fc1000', 'predictions')  # the old and the new Keras name
 _FIXED = {'stem/conv0': 'conv1/conv', 'stem/norm0': 'conv1/bn', 'final/final_norm': 'bn',
-          CLASSIFIER: 'fc1000'}
+          CLASSIFIER: _KERAS_CLASSIFIERS[0]}
 _DENSE_RE = re.compile(r'denseblock(\d+)/denselayer(\d+)/(\w+)')
 _TRANSITION_RE = re.compile(r'transition(\d+)/(\w+)')
 _KERAS_LAYER_RE = re.compile(r'conv\d+_block\d+_\d_(bn|conv)$|pool\d+_(bn|conv)$')
@@ -62,6 +64,9 @@ def read_keras_h5(path):
                 entry[short] = np.asarray(group[layer][weight])
             if entry:
                 weights[layer] = entry
+    for name in _KERAS_CLASSIFIERS[1:]:  # one name for the classifier, whichever Keras wrote it
+        if name in weights and _KERAS_CLASSIFIERS[0] not in weights:
+            weights[_KERAS_CLASSIFIERS[0]] = weights.pop(name)
     return weights
 
 

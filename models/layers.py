@@ -1,12 +1,12 @@
-"""Building blocks shared by every DenseNet variant: batch norm, convolution, dropout, fp32 master
-weights and the recomputation wrapper.
+"""Building blocks shared by every DenseNet variant: batch norm, convolution, dropout and fp32
+master weights (the recomputation wrapper is `models.compat.recompute`).
 
 Batch norm is written here (on `tf.nn.fused_batch_norm`) instead of taken from `tf.layers` so that a
 recomputed layer can normalise with batch statistics again without registering a second set of
 moving-average updates: the caller says whether this call may update the statistics.
 """
-import tensorflow as tf
-from tensorflow.python.util import tf_decorator, tf_inspect
+from models import compat
+from models.compat import tf
 
 BN_MOMENTUM = 0.9
 # Keras' DenseNet epsilon, so that imported tf.keras.applications weights give the same outputs.
@@ -26,22 +26,20 @@ def spatial_axes(data_format):
 
 
 def default_data_format():
-    """`channels_first` where a GPU is visible, else `channels_last` (TF 1.15 has no NCHW CPU conv)."""
-    return CHANNELS_FIRST if tf.test.is_gpu_available() else CHANNELS_LAST
+    """`channels_first` where a GPU is visible, else `channels_last` (TF 1.15 has no NCHW CPU conv).
+
+    Asks which devices exist without creating one, so no GPU memory is taken here.
+    """
+    return CHANNELS_FIRST if compat.gpu_available() else CHANNELS_LAST
 
 
 def max_feature_map(x, data_format, name='mfm'):
     """Max-Feature-Map (Wu et al., Light CNN): the element-wise max of the two channel halves.
 
-    An activation that halves the channels; ValueError on an odd channel count.
+    An activation that halves the channels (an even count: `DenseNetCreator` checks its plan).
     """
-    axis = channel_axis(data_format)
-    channels = x.shape[axis].value
-    if channels is None or channels % 2:
-        raise ValueError('MFM needs an even channel count, got %s channels at %s' % (
-            channels, tf.get_variable_scope().name or name))
     with tf.name_scope(name):
-        first, second = tf.split(x, 2, axis=axis)
+        first, second = tf.split(x, 2, axis=channel_axis(data_format))
         return tf.maximum(first, second)
 
 
@@ -115,20 +113,3 @@ def dropout(x, rate, seed):
 def new_dropout_seed():
     """A fresh [2] int64 seed per step for `dropout`."""
     return tf.random.uniform([2], minval=0, maxval=2 ** 62, dtype=tf.int64)
-
-
-def recompute(body, num_inputs):
-    """`tf.contrib.layers.recompute_grad` around `body(inputs, is_recomputing)`.
-
-    `recompute_grad` tells a function it is being recomputed only if `is_recomputing` is among its
-    named positional parameters; a function taking `*inputs` never hears it. The wrapper declares a
-    fixed signature `(x0, ..., xN-1, is_recomputing=False)` so that it does.
-    """
-    def wrapper(*inputs, **kwargs):
-        return body(list(inputs), kwargs.get('is_recomputing', False))
-
-    names = ['x%d' % i for i in range(num_inputs)] + ['is_recomputing']
-    spec = tf_inspect.ArgSpec(args=names, varargs=None, keywords=None, defaults=(False,))
-    tf_decorator.make_decorator(body, wrapper, decorator_name='recompute',
-                                decorator_argspec=spec)
-    return tf.contrib.layers.recompute_grad(wrapper)
