@@ -4,31 +4,46 @@ Every pipeline yields raw pixel values as float32 NHWC and int32 labels; normali
 dataset's per-channel mean and std happens in the model graph (`Dataset.normalize`), so that an
 exported graph takes raw pixels too.
 """
+import dataclasses
 import glob
 import os
 import pickle
 
 import numpy as np
-import tensorflow as tf
 
+from models.compat import tf
 from models.keras_import import PIXEL_MEAN, PIXEL_STD
+from utils.errors import DataError
 
 DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet', 'synthetic')
+SYNTHETIC_LIKE = ('cifar10', 'cifar100', 'imagenet')
 
 
-class DataError(Exception):
-    """The data directory is missing or does not hold what the dataset needs (one-line message)."""
+@dataclasses.dataclass(frozen=True)
+class Defaults(object):
+    """What train.py uses for a dataset where the flags say nothing."""
+    model: str
+    depth: int
+    growth_rate: int
+    batch_size: int
+    train_epochs: float
+    epochs_per_eval: float
 
 
 class Dataset(object):
-    """What a run needs to know about a dataset, and its input pipeline."""
+    """What a run needs to know about a dataset, and its input pipeline.
+
+    Subclasses set the class attributes; `image_shape` (height, width, channels) is what the
+    model is fed, and `mean`/`std` are per channel, in raw pixel values.
+    """
     name = None
-    image_shape = None      # (height, width, channels) fed to the model
+    image_shape = None
     num_classes = None
     train_size = None
     test_size = None
-    mean = None             # per channel, raw pixel scale
+    mean = None
     std = None
+    defaults = None
 
     def normalize(self, images):
         """Raw pixels -> zero mean, unit variance per channel (part of the model graph)."""
@@ -84,6 +99,7 @@ class Digits(Dataset):
     name = 'digits'
     image_shape = (8, 8, 1)
     num_classes = 10
+    defaults = Defaults('densenet_bc', 40, 12, 64, 30, 10)
     TEST_SIZE = 360
 
     def __init__(self, data_dir=None):
@@ -114,6 +130,7 @@ class _Cifar(Dataset):
     image_shape = (32, 32, 3)
     train_size = 50000
     test_size = 10000
+    defaults = Defaults('densenet_bc', 100, 12, 64, 300, 10)
     IMAGE_BYTES = 32 * 32 * 3
 
     # (directory, train files, test files, label bytes before the image, label key) per release
@@ -171,7 +188,10 @@ class _Cifar(Dataset):
     def _binary_examples(self, training):
         files = self._files(training)
         for path in files:  # the label bytes only: cheap, and a bad label fails here, not mid-run
-            raw = np.fromfile(path, np.uint8).reshape(-1, self._record_bytes())
+            try:
+                raw = np.fromfile(path, np.uint8).reshape(-1, self._record_bytes())
+            except OSError as e:
+                raise DataError('%s: unreadable (%s)' % (path, e.strerror or e))
             _check_labels(raw[:, self.LABEL_BYTES - 1], self.num_classes, path)
         label_offset = self.LABEL_BYTES - 1
 
@@ -241,6 +261,8 @@ def load_python_batch(path):
             batch = _RestrictedUnpickler(f, encoding='bytes').load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise DataError('%s: not a CIFAR python batch (%s)' % (path, e))
+    except OSError as e:
+        raise DataError('%s: unreadable (%s)' % (path, e.strerror or e))
     if not isinstance(batch, dict):
         raise DataError('%s: not a CIFAR python batch (a %s, not a dict)' % (
             path, type(batch).__name__))
@@ -251,7 +273,7 @@ def _check_first_record(path, keys):
     """DataError unless `path`'s first record is intact (CRCs) and a tf.train.Example with `keys`:
     a wrong or damaged file is named before training (a later corrupt record stops the run)."""
     try:
-        record = next(iter(tf.compat.v1.io.tf_record_iterator(path)), None)
+        record = next(iter(tf.io.tf_record_iterator(path)), None)
         example = tf.train.Example.FromString(record) if record is not None else None
     except (tf.errors.OpError, ValueError) as e:  # DecodeError is a ValueError
         message = getattr(e, 'message', None) or str(e)
@@ -268,9 +290,11 @@ class ImageNet(Dataset):
     """TFRecord shards in the standard layout: train-* and validation-*, with image/encoded (JPEG
     or PNG) and image/class/label (1-based; 0 is the background class in some exports)."""
     name = 'imagenet'
+    image_shape = (224, 224, 3)  # the default; --image_size sets another
     num_classes = 1000
     train_size = 1281167
     test_size = 50000
+    defaults = Defaults('densenet121', 121, 32, 256, 90, 1)
     mean = list(PIXEL_MEAN)   # tf.keras' "torch" mode, so imported Keras weights see their inputs
     std = list(PIXEL_STD)
 
@@ -333,6 +357,7 @@ class Synthetic(Dataset):
         self.image_shape, self.num_classes = like.image_shape, like.num_classes
         self.train_size, self.test_size = like.train_size, like.test_size
         self.mean, self.std = like.mean, like.std
+        self.defaults = synthetic_defaults(like.defaults)
 
     def _examples(self, training):
         shape, classes = self.image_shape, self.num_classes
@@ -344,23 +369,35 @@ class Synthetic(Dataset):
 class DatasetSpec(Dataset):
     """Shape, classes and normalisation of a dataset, without its files (e.g. for export)."""
 
-    def __init__(self, name, image_shape, num_classes, train_size, test_size, mean, std):
-        self.name, self.image_shape, self.num_classes = name, tuple(image_shape), num_classes
-        self.train_size, self.test_size, self.mean, self.std = train_size, test_size, mean, std
+    def __init__(self, like, image_shape):
+        self.name, self.image_shape = like.name, tuple(image_shape)
+        self.num_classes = like.num_classes
+        self.train_size, self.test_size = like.train_size, like.test_size
+        self.mean, self.std, self.defaults = like.mean, like.std, like.defaults
+
+
+CLASSES = {'digits': Digits, 'cifar10': Cifar10, 'cifar100': Cifar100, 'imagenet': ImageNet}
+
+
+def synthetic_defaults(like):
+    """A synthetic run is a smoke test: one epoch, evaluated at its end."""
+    return dataclasses.replace(like, train_epochs=1, epochs_per_eval=1)
+
+
+def defaults(name, synthetic=False):
+    """The `Defaults` of dataset `name` (digits, cifar10, cifar100, imagenet), or of synthetic
+    data shaped like it."""
+    like = CLASSES[name].defaults
+    return synthetic_defaults(like) if synthetic else like
 
 
 def spec(name, image_size=None):
     """The `DatasetSpec` of digits, cifar10, cifar100 or imagenet; reads no data directory."""
     if name == 'digits':
         return Digits()  # bundled with scikit-learn
-    if name in ('cifar10', 'cifar100'):
-        cls = Cifar10 if name == 'cifar10' else Cifar100
-        return DatasetSpec(name, cls.image_shape, cls.num_classes, cls.train_size, cls.test_size,
-                           cls.mean, cls.std)
-    if name == 'imagenet':
-        size = image_size or 224
-        return DatasetSpec(name, (size, size, 3), ImageNet.num_classes, ImageNet.train_size,
-                           ImageNet.test_size, ImageNet.mean, ImageNet.std)
+    if name in ('cifar10', 'cifar100', 'imagenet'):
+        size = image_size or CLASSES[name].image_shape[0]
+        return DatasetSpec(CLASSES[name], (size, size, 3))
     raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))
 
 
@@ -368,15 +405,18 @@ def get_dataset(name, data_dir=None, image_size=None, synthetic_like='cifar10'):
     """The `Dataset` called `name`; raises DataError if its files are missing or malformed."""
     if name == 'digits':
         return Digits(data_dir)
-    if name == 'cifar10':
-        return Cifar10(data_dir)
-    if name == 'cifar100':
-        return Cifar100(data_dir)
+    if name in ('cifar10', 'cifar100'):
+        return CLASSES[name](data_dir)
     if name == 'imagenet':
-        return ImageNet(data_dir, image_size or 224)
+        return ImageNet(data_dir, image_size or ImageNet.image_shape[0])
     if name == 'synthetic':
-        if synthetic_like not in ('cifar10', 'cifar100', 'imagenet'):
-            raise ValueError('synthetic data mimics cifar10, cifar100 or imagenet, not %r'
-                             % (synthetic_like,))
+        if synthetic_like not in SYNTHETIC_LIKE:
+            raise ValueError('synthetic data mimics %s, not %r' % (
+                ', '.join(SYNTHETIC_LIKE), synthetic_like))
         return Synthetic(spec(synthetic_like, image_size))
     raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))
+
+
+def for_model(config, data_dir=None):
+    """The dataset a `utils.config.ModelConfig` names (its synthetic stand-in if it says so)."""
+    return get_dataset(config.data_name, data_dir, config.image_size, config.dataset)

@@ -6,7 +6,7 @@ import tarfile
 import tempfile
 import urllib.request
 
-from utils.data import DataError
+from utils.errors import DataError
 
 _BASE = 'https://www.cs.toronto.edu/~kriz/'
 # dataset -> (archive, size in bytes, md5, directory it unpacks to); the binary releases.
@@ -28,8 +28,11 @@ def download_cifar(name, data_dir, url=None, size=None, md5=None, progress=True)
     url = url or _BASE + archive
     size = official_size if size is None and url == _BASE + archive else size
     md5 = md5 or official_md5
-    os.makedirs(data_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=archive + '.', suffix='.part', dir=data_dir)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=archive + '.', suffix='.part', dir=data_dir)
+    except OSError as e:
+        raise DataError('cannot download into --data_dir %s: %s' % (data_dir, e.strerror or e))
     try:
         with os.fdopen(fd, 'wb') as out:
             digest = _fetch(url, out, progress)

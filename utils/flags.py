@@ -1,27 +1,17 @@
-"""Command-line flags shared by train.py and eval.py (compatible with the older TF port's)."""
+"""Command-line flags of train.py, eval.py and export.py (compatible with the older TF port's),
+and the one place where flags, a saved config.json and the dataset's defaults become configs."""
 import argparse
-import json
-import os
 
-from models import MODEL_NAMES
-from utils.data import DATASETS
+from models import MODEL_NAMES, Recomputation, create
+from models.compat import tf
+from models.layers import CHANNELS_FIRST, CHANNELS_LAST
+from utils import data
+from utils.config import ModelConfig, TrainConfig
+from utils.errors import UsageError
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
-
-# Per-dataset defaults: (model, depth, growth rate, batch size, epochs, epochs per eval)
-DATASET_DEFAULTS = {
-    'digits': ('densenet_bc', 40, 12, 64, 30, 10),
-    'cifar10': ('densenet_bc', 100, 12, 64, 300, 10),
-    'cifar100': ('densenet_bc', 100, 12, 64, 300, 10),
-    'imagenet': ('densenet121', 121, 32, 256, 90, 1),
-    'synthetic': ('densenet_bc', 100, 12, 64, 1, 1),
-}
-# What fixes the variables' shapes and the input normalisation: a checkpoint only fits these.
-ARCHITECTURE_KEYS = ('dataset', 'model', 'depth', 'growth_rate', 'num_classes', 'image_size',
-                     'mfm_transitions', 'mfm_layers')
-MFM_KEYS = ('mfm_transitions', 'mfm_layers')  # absent from configs saved before MFM: none
-CONFIG_FILE = 'config.json'
+MAX_BLOCKS = 4  # the most dense blocks any model here has; the model checks its own count
 
 
 def str2bool(value):
@@ -37,17 +27,18 @@ def str2bool(value):
 
 
 def efficiency(value):
-    """--efficient: True/False (any str2bool spelling), 'every=N' or 'blocks=i,j'."""
-    from models.densenet import Recomputation
+    """--efficient: True/False (any str2bool spelling), 'every=N' or 'blocks=i,j' -> the
+    `Recomputation` the model takes as it is."""
     try:
-        return str2bool(value)
+        return Recomputation.parse(str2bool(value))
     except argparse.ArgumentTypeError:
         pass
     try:
-        plan = Recomputation.parse(value, nb_dense_block=4)  # the block count is checked later
+        plan = Recomputation.parse(value)
+        plan.check(MAX_BLOCKS)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
-    return str(plan)
+    return plan
 
 
 def block_list(value):
@@ -115,11 +106,12 @@ def fraction(value):
 
 
 def add_model_flags(parser):
-    """Flags that choose the data and the network; None means the dataset's (or saved) default."""
-    parser.add_argument('--dataset', choices=DATASETS, default='digits',
+    """Flags that choose the data and the network. Unset (None), they come from --model_dir's
+    config.json if there is one, else from the dataset's defaults (see `resolve_model`)."""
+    parser.add_argument('--dataset', choices=data.DATASETS, default=None,
                         help='digits (bundled, the default), cifar10, cifar100, imagenet, synthetic')
-    parser.add_argument('--synthetic_like', choices=('cifar10', 'cifar100', 'imagenet'),
-                        default='cifar10', help='shape and classes of --dataset synthetic')
+    parser.add_argument('--synthetic_like', choices=data.SYNTHETIC_LIKE, default=None,
+                        help='shape and classes of --dataset synthetic (default cifar10)')
     parser.add_argument('--data_dir', default=None, help='where the dataset lives')
     parser.add_argument('--model_dir', default='runs/model',
                         help='checkpoints, TensorBoard summaries and config.json')
@@ -130,11 +122,8 @@ def add_model_flags(parser):
                         help='DenseNet-BC growth rate k')
     parser.add_argument('--image_size', type=positive_int, default=None,
                         help='ImageNet crop size (default 224)')
-    parser.add_argument('--data_format', choices=('channels_first', 'channels_last'),
+    parser.add_argument('--data_format', choices=(CHANNELS_FIRST, CHANNELS_LAST),
                         default=None, help='default: channels_first on a GPU, else channels_last')
-    parser.add_argument('--efficient', type=efficiency, default=True,
-                        help='recompute dense layers in back-prop: linear memory (default True); '
-                             'every=N: only every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--fp16', type=str2bool, default=False,
                         help='float16 activations, float32 master weights, loss scaling')
     parser.add_argument('--batch_size', type=positive_int, default=None,
@@ -145,7 +134,12 @@ def add_model_flags(parser):
     parser.add_argument('--mfm_layers', type=block_list, default=None, metavar='BLOCKS',
                         help='Max-Feature-Map in these blocks\' dense layers: halves the '
                              'bottleneck')
-    parser.add_argument('--debug', type=str2bool, default=False, help='show tracebacks')
+    add_debug_flag(parser)
+
+
+def add_debug_flag(parser):
+    parser.add_argument('--debug', type=str2bool, default=False,
+                        help='debug logging, and tracebacks for the one-line errors too')
 
 
 def add_keras_flag(parser, purpose):
@@ -154,65 +148,92 @@ def add_keras_flag(parser, purpose):
                         % purpose)
 
 
-def resolve_model_flags(args, dataset):
-    """Fills unset model flags from the dataset's defaults; returns the architecture config."""
-    model, depth, growth, batch = DATASET_DEFAULTS[args.dataset][:4]
-    if args.dataset == 'synthetic':
-        model, depth, growth, batch = DATASET_DEFAULTS[args.synthetic_like][:4]
-    args.model = args.model or model
-    args.depth = args.depth or depth
-    args.growth_rate = args.growth_rate or growth
-    args.batch_size = args.batch_size or batch
-    args.mfm_transitions = args.mfm_transitions or []
-    args.mfm_layers = args.mfm_layers or []
-    if args.data_format == 'channels_first':
-        from models.layers import default_data_format
-        if default_data_format() != 'channels_first':
-            raise ValueError('--data_format channels_first needs a GPU: TensorFlow 1.15 has no '
-                             'NCHW convolutions on CPU (leave it unset to pick by device)')
-    return dict(dataset=args.dataset if args.dataset != 'synthetic' else
-                'synthetic-' + args.synthetic_like, model=args.model, depth=args.depth,
-                growth_rate=args.growth_rate, num_classes=dataset.num_classes,
-                image_size=dataset.image_shape[0], mfm_transitions=args.mfm_transitions,
-                mfm_layers=args.mfm_layers)
+def resolve_model(args, saved=None, default_dataset='digits'):
+    """The ModelConfig the flags in `args` ask for: each flag left unset is taken from `saved`
+    (--model_dir's config.json) if there is one, else from the dataset's defaults. train.py,
+    eval.py and export.py all build their model this way; UsageError if it cannot be built."""
+    def flag(name):
+        return getattr(args, name, None)
+
+    if flag('dataset') == 'synthetic':
+        like = flag('synthetic_like') or (saved.dataset if saved and saved.synthetic else
+                                          'cifar10')
+        dataset, synthetic = like, True
+    elif flag('dataset'):
+        dataset, synthetic = flag('dataset'), False
+    elif saved:
+        dataset, synthetic = saved.dataset, saved.synthetic
+    else:
+        dataset, synthetic = default_dataset, False
+    cls = data.CLASSES[dataset]
+    defaults = data.defaults(dataset, synthetic)
+
+    def pick(name, default):
+        if flag(name) is not None:
+            return flag(name)
+        return getattr(saved, name) if saved else default
+
+    # Only ImageNet's image size is free; the others are what their files hold.
+    image_size = (pick('image_size', cls.image_shape[0]) if dataset == 'imagenet'
+                  else cls.image_shape[0])
+    model = ModelConfig(
+        dataset=dataset, synthetic=synthetic, model=pick('model', defaults.model),
+        depth=pick('depth', defaults.depth), growth_rate=pick('growth_rate', defaults.growth_rate),
+        num_classes=cls.num_classes, image_size=image_size,
+        mfm_transitions=pick('mfm_transitions', ()), mfm_layers=pick('mfm_layers', ()))
+    _check_buildable(model)
+    return model
 
 
-def model_title(args):
-    """'DenseNet-BC (L=100, k=12)' or 'DenseNet-121' for a log line."""
-    name = ('DenseNet-BC (L=%d, k=%d)' % (args.depth, args.growth_rate)
-            if args.model == 'densenet_bc' else 'DenseNet-' + args.model[len('densenet'):])
-    mfm = ['%s %s' % (where, ','.join(map(str, blocks))) for where, blocks in (
-        ('transitions', args.mfm_transitions), ('layers', args.mfm_layers)) if blocks]
-    return name + (' with MFM at %s' % '; '.join(mfm) if mfm else '')
+def _check_buildable(model, efficient=False):
+    """UsageError with the model's own reason if `model` cannot be built (a depth off the
+    DenseNet-BC rule, MFM on an odd channel count, recomputation of a block it lacks): checked
+    here, before any data is read or anything is written. (The creator's constructor checks;
+    calling it would build the graph.)"""
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, model.image_size, model.image_size, 3])
+        try:
+            create(model.model, images, model.num_classes, depth=model.depth,
+                   growth_rate=model.growth_rate, data_format=CHANNELS_LAST,
+                   efficient=efficient, mfm_transitions=model.mfm_transitions,
+                   mfm_layers=model.mfm_layers)
+        except ValueError as e:
+            raise UsageError(str(e))
 
 
-def load_config(model_dir):
-    path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+def data_format(flag, gpu):
+    """--data_format, or the layout of the device that runs (`gpu`: whether it is a GPU)."""
+    if flag == CHANNELS_FIRST and not gpu:
+        raise UsageError('--data_format channels_first needs a GPU: TensorFlow has no NCHW '
+                         'convolutions on CPU (leave it unset to pick by device)')
+    return flag or (CHANNELS_FIRST if gpu else CHANNELS_LAST)
 
 
-def save_config(model_dir, config):
-    os.makedirs(model_dir, exist_ok=True)
-    path = os.path.join(model_dir, CONFIG_FILE)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(config, f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)
+def resolve_training(args, model, layout):
+    """The TrainConfig of train.py's flags; unset ones from the dataset's defaults."""
+    _check_buildable(model, args.efficient)
+    defaults = data.defaults(model.dataset, model.synthetic)
+    batch_size = args.batch_size or defaults.batch_size
+    return TrainConfig(
+        model_dir=args.model_dir, batch_size=batch_size,
+        train_epochs=args.train_epochs or defaults.train_epochs,
+        epochs_per_eval=(defaults.epochs_per_eval if args.epochs_per_eval is None
+                         else args.epochs_per_eval),
+        learning_rate=(0.1 * batch_size / 128.0 if args.learning_rate is None
+                       else args.learning_rate),
+        data_format=layout, efficient=args.efficient, fp16=args.fp16,
+        dropout_rate=args.dropout_rate, max_steps=args.max_steps,
+        weight_decay=args.weight_decay, momentum=args.momentum,
+        save_checkpoint_steps=args.save_checkpoint_steps,
+        log_every_steps=args.log_every_steps, seed=args.seed,
+        init_from_keras=args.init_from_keras, inject_nan=args.inject_nan)
 
 
-def saved_dataset(saved):
-    """(dataset, synthetic_like) from a saved config; 'synthetic-cifar10' names both."""
-    name = saved.get('dataset', 'digits')
-    if name.startswith('synthetic-'):
-        return 'synthetic', name.split('-', 1)[1]
-    return name, None
-
-
-def architecture_difference(saved, wanted):
-    """'depth 40 != 100, ...' for the architecture keys that differ, or '' if none."""
-    def value(config, key):
-        return config.get(key) or [] if key in MFM_KEYS else config.get(key)
-    return ', '.join('%s %s != %s' % (k, value(saved, k), value(wanted, k))
-                     for k in ARCHITECTURE_KEYS if value(saved, k) != value(wanted, k))
+def check_keras_source(path, model_name):
+    """UsageError, before any graph is built, if Keras weights `path` cannot be loaded into
+    `model_name` (a model without Keras weights, or no such file)."""
+    from models.keras_import import check_source
+    try:
+        check_source(path, model_name)
+    except ValueError as e:
+        raise UsageError(str(e))

@@ -1,0 +1,154 @@
+"""A run's two configurations: the model's (what `config.json` stores) and the training's.
+
+Both are frozen: the entry points build them once from flags (`utils.flags.resolve`) and nothing
+completes them later. Library code takes them as arguments and reads no flags.
+"""
+import dataclasses
+import json
+import math
+import os
+from typing import Optional, Tuple
+
+from models.densenet import Recomputation
+from utils.errors import CheckpointError, UsageError
+
+CONFIG_FILE = 'config.json'
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(object):
+    """The network and the data it is built for: what a checkpoint fits, saved by train.py as
+    --model_dir/config.json so that eval.py and export.py rebuild the same graph.
+
+    `dataset` fixes the classes, the image size and the input normalisation inside the graph;
+    `synthetic` says the run used random images of that shape (`--dataset synthetic`). `depth`
+    and `growth_rate` shape DenseNet-BC; the ImageNet models have their own.
+    """
+    dataset: str
+    synthetic: bool
+    model: str
+    depth: int
+    growth_rate: int
+    num_classes: int
+    image_size: int
+    mfm_transitions: Tuple[int, ...] = ()
+    mfm_layers: Tuple[int, ...] = ()
+
+    def __post_init__(self):
+        for name in ('mfm_transitions', 'mfm_layers'):  # JSON lists, sets: one canonical form
+            object.__setattr__(self, name, tuple(sorted(set(getattr(self, name) or ()))))
+
+    @property
+    def title(self):
+        """'DenseNet-BC (L=100, k=12)' or 'DenseNet-121', with its MFM placement, for logs."""
+        name = ('DenseNet-BC (L=%d, k=%d)' % (self.depth, self.growth_rate)
+                if self.model == 'densenet_bc' else 'DenseNet-' + self.model[len('densenet'):])
+        mfm = ['%s %s' % (where, ','.join(map(str, blocks))) for where, blocks in (
+            ('transitions', self.mfm_transitions), ('layers', self.mfm_layers)) if blocks]
+        return name + (' with MFM at %s' % '; '.join(mfm) if mfm else '')
+
+    @property
+    def data_name(self):
+        """The dataset as the --dataset flag names it ('synthetic' for a synthetic run)."""
+        return 'synthetic' if self.synthetic else self.dataset
+
+    def difference(self, other):
+        """'depth 40 != 100, ...' for each field where `other` differs, or '' if none."""
+        ours, theirs = self.to_json(), other.to_json()
+        return ', '.join('%s %s != %s' % (k, ours[k], theirs[k]) for k in ours
+                         if ours[k] != theirs[k])
+
+    def to_json(self):
+        return dict((k, list(v) if isinstance(v, tuple) else v)
+                    for k, v in dataclasses.asdict(self).items())
+
+    @classmethod
+    def from_json(cls, values, source=CONFIG_FILE):
+        """From `to_json()`'s dict, or from a config.json of earlier versions (which named a
+        synthetic run's dataset 'synthetic-cifar10' and also held the training flags, ignored
+        here); CheckpointError naming `source` if a field is missing or of the wrong type."""
+        values = dict(values)
+        if 'synthetic' not in values:
+            like = str(values.get('dataset', '')).partition('synthetic-')[2]
+            values['synthetic'] = bool(like)
+            values['dataset'] = like or values.get('dataset')
+        fields = dict((f.name, f) for f in dataclasses.fields(cls))
+        missing = [name for name, f in fields.items() if name not in values and
+                   f.default is dataclasses.MISSING]
+        if missing:
+            raise CheckpointError('%s: no %s (not a config.json written by train.py?)' % (
+                source, ', '.join(missing)))
+        kwargs = dict((name, values[name]) for name in fields if name in values)
+        for name in ('depth', 'growth_rate', 'num_classes', 'image_size'):
+            if isinstance(kwargs[name], bool) or not isinstance(kwargs[name], int):
+                raise CheckpointError('%s: %s must be an integer, got %r' % (
+                    source, name, kwargs[name]))
+        return cls(**kwargs)
+
+    @classmethod
+    def load(cls, model_dir):
+        """The config.json in `model_dir`, or None if there is none."""
+        path = os.path.join(model_dir, CONFIG_FILE)
+        if not os.path.isfile(path):
+            return None
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except (OSError, ValueError) as e:
+            raise CheckpointError('%s: unreadable (%s)' % (path, e))
+        if not isinstance(values, dict):
+            raise CheckpointError('%s: not a JSON object' % path)
+        return cls.from_json(values, path)
+
+    def save(self, model_dir):
+        """Writes `model_dir`/config.json (atomically: a crash leaves the old one or the new)."""
+        os.makedirs(model_dir, exist_ok=True)
+        path = os.path.join(model_dir, CONFIG_FILE)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(self.to_json(), f, indent=2, sort_keys=True)
+        os.replace(path + '.tmp', path)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(object):
+    """How the model is trained. `batch_size` and `learning_rate` are per worker (the rate is
+    multiplied by the number of workers); `max_steps`, when set, replaces `train_epochs`;
+    `epochs_per_eval` 0 never evaluates during training; `inject_nan` (first batch, count) is a
+    fault drill; `data_format` is the layout of the device that trains."""
+    model_dir: str
+    batch_size: int
+    train_epochs: float
+    epochs_per_eval: float
+    learning_rate: float
+    data_format: str
+    efficient: Recomputation = Recomputation(every=1)
+    fp16: bool = False
+    dropout_rate: float = 0.0
+    max_steps: Optional[int] = None
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    save_checkpoint_steps: int = 500
+    log_every_steps: int = 50
+    seed: Optional[int] = None
+    init_from_keras: Optional[str] = None
+    inject_nan: Optional[Tuple[int, int]] = None
+
+    def steps_per_epoch(self, train_size, workers=1):
+        return max(1, train_size // (self.batch_size * workers))
+
+    def total_steps(self, train_size, workers=1):
+        """The global step training stops at."""
+        if self.max_steps:
+            return self.max_steps
+        return int(math.ceil(self.train_epochs * self.steps_per_epoch(train_size, workers)))
+
+    def eval_every_steps(self, train_size, workers=1):
+        return max(1, int(self.epochs_per_eval * self.steps_per_epoch(train_size, workers)))
+
+
+def check_model_dir(model_dir, model):
+    """UsageError if `model_dir` holds a config.json of another model than `model`."""
+    saved = ModelConfig.load(model_dir)
+    if saved and saved.difference(model):
+        raise UsageError('%s holds another model (%s); use a new --model_dir' % (
+            model_dir, saved.difference(model)))
