@@ -5,14 +5,17 @@
     python train.py --dataset cifar10 --model densenet121 --init_from_keras densenet121.h5
     horovodrun -np 2 -H localhost:2 python train.py --dataset cifar10 --data_dir DIR
 """
+import sys
 
-from utils.cli import run_main
+from utils import cli, flags
 
 
 def parse_args(argv):
-    from utils import flags
-    parser = flags.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = flags.ArgumentParser(prog='train.py', description=__doc__.splitlines()[0])
     flags.add_model_flags(parser)
+    parser.add_argument('--efficient', type=flags.efficiency, default=flags.efficiency('True'),
+                        help='recompute dense layers in back-prop: linear memory (default True); '
+                             'every=N: only every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--train_epochs', type=flags.positive, default=None,
                         help='epochs to train (dataset default: digits 30, CIFAR 300, ImageNet 90)')
     parser.add_argument('--max_steps', type=flags.positive_int, default=None,
@@ -39,44 +42,32 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-def main(argv):
-    args = parse_args(argv)
-    from utils import data, flags, run_loop
-    if args.download and args.dataset in ('cifar10', 'cifar100'):
+def run(args):
+    from utils import data, distribution, run_loop
+    from utils.config import ModelConfig
+    from utils.errors import UsageError
+    dist = distribution.current()  # Horovod's init, if launched by horovodrun
+    saved = ModelConfig.load(args.model_dir)
+    model = flags.resolve_model(args, saved)
+    if saved and saved.difference(model):
+        raise UsageError('%s holds another model (%s); use a new --model_dir' % (
+            args.model_dir, saved.difference(model)))
+    config = flags.resolve_training(args, model, flags.data_format(args.data_format, dist.gpu))
+    if config.init_from_keras:
+        flags.check_keras_source(config.init_from_keras, model.model)
+    cli.LOG.debug('%s; %s; %s (rank %d of %d)', model, config, type(dist).__name__, dist.rank,
+                  dist.size)
+    data_dir = args.data_dir
+    if args.download and model.dataset in ('cifar10', 'cifar100') and not model.synthetic:
         from utils.download import download_cifar
-        download_cifar(args.dataset, args.data_dir or 'data')
-        args.data_dir = args.data_dir or 'data'
-    dataset = data.get_dataset(args.dataset, args.data_dir, args.image_size, args.synthetic_like)
-    architecture = flags.resolve_model_flags(args, dataset)
-    if args.init_from_keras:
-        from models.keras_import import check_source
-        check_source(args.init_from_keras, args.model)
-    defaults = flags.DATASET_DEFAULTS[args.dataset]
-    config = run_loop.RunConfig(
-        model=args.model, depth=args.depth, growth_rate=args.growth_rate,
-        data_format=args.data_format, efficient=args.efficient, fp16=args.fp16,
-        dropout_rate=args.dropout_rate, batch_size=args.batch_size, model_dir=args.model_dir,
-        train_epochs=args.train_epochs or defaults[4], max_steps=args.max_steps,
-        epochs_per_eval=defaults[5] if args.epochs_per_eval is None else args.epochs_per_eval,
-        learning_rate=(0.1 * args.batch_size / 128.0 if args.learning_rate is None
-                       else args.learning_rate),
-        weight_decay=args.weight_decay, momentum=args.momentum,
-        save_checkpoint_steps=args.save_checkpoint_steps, log_every_steps=args.log_every_steps,
-        seed=args.seed, init_from_keras=args.init_from_keras,
-        mfm_transitions=args.mfm_transitions, mfm_layers=args.mfm_layers,
-        inject_nan=args.inject_nan)
-    saved = flags.load_config(args.model_dir)
-    if saved and flags.architecture_difference(saved, architecture):
-        raise ValueError('%s holds another model (%s); use a new --model_dir' % (
-            args.model_dir, flags.architecture_difference(saved, architecture)))
+        data_dir = data_dir or 'data'
+        download_cifar(model.dataset, data_dir)
+    run_loop.train(data.for_model(model, data_dir), model, config)
 
-    def start():
-        flags.save_config(args.model_dir, dict(architecture, **config._asdict()))
-        print('training %s on %s: batch %d per worker, %s, %s' % (
-            flags.model_title(args), args.dataset, args.batch_size,
-            {True: 'efficient', False: 'naive'}.get(args.efficient, args.efficient), 'fp16' if args.fp16 else 'fp32'))
-    run_loop.train(dataset, config, on_rank0_start=start)
+
+def main(argv=None):
+    return cli.run_main(parse_args, run, argv)
 
 
 if __name__ == '__main__':
-    run_main(main)
+    sys.exit(main())

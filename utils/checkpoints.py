@@ -1,9 +1,7 @@
-"""Checking that a checkpoint fits a graph before restoring it, with a one-line reason if not."""
-import tensorflow as tf
-
-
-class CheckpointError(Exception):
-    """No checkpoint, an unreadable one, or one of another architecture."""
+"""Finding a checkpoint, checking that it fits a graph before restoring it (with a one-line
+reason if not), and filling a graph's variables from it or from a Keras weights file."""
+from models.compat import tf
+from utils.errors import CheckpointError
 
 
 def find_checkpoint(model_dir, checkpoint=None):
@@ -19,19 +17,46 @@ def find_checkpoint(model_dir, checkpoint=None):
     return latest
 
 
-def check_compatible(checkpoint, variables):
+def checkpoint_step(model_dir):
+    """The global step of the latest checkpoint in `model_dir`, 0 if there is none."""
+    checkpoint = tf.train.latest_checkpoint(model_dir) if model_dir else None
+    return int(tf.train.load_variable(checkpoint, 'global_step')) if checkpoint else 0
+
+
+def check_compatible(checkpoint, variables, why=''):
     """Raises CheckpointError naming the first variable missing from `checkpoint` or shaped
-    differently there."""
+    differently there; `why`, if given, ends the message (e.g. how the flags changed the model)."""
     try:
         saved = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError('%s: unreadable checkpoint (%s)' % (
             checkpoint, str(e).splitlines()[0]))
+    why = ' (%s)' % why if why else ''
     for var in variables:  # in build order: the first mismatch is the most telling
         name, shape = var.op.name, var.shape.as_list()
         if name not in saved:
             raise CheckpointError('%s was written by another architecture: it has no variable %s'
-                                  ' %s' % (checkpoint, name, shape))
+                                  ' %s%s' % (checkpoint, name, shape, why))
         if list(saved[name]) != shape:
             raise CheckpointError('%s was written by another architecture: %s is %s there, %s '
-                                  'in this model' % (checkpoint, name, list(saved[name]), shape))
+                                  'in this model%s' % (checkpoint, name, list(saved[name]), shape,
+                                                       why))
+
+
+def restorer(checkpoint=None, keras_weights=None, why=''):
+    """fn(sess, variables) filling a model's variables from a checkpoint, or else from a Keras
+    DenseNet .h5; either is checked against the graph first (CheckpointError if it does not
+    fit; `why` as in `check_compatible`)."""
+    from models.keras_import import load_keras_weights
+
+    def restore(sess, variables):
+        if checkpoint:
+            check_compatible(checkpoint, variables, why)
+            tf.train.Saver(variables).restore(sess, checkpoint)
+        else:
+            sess.run(tf.variables_initializer(variables))
+            try:
+                load_keras_weights(sess, keras_weights, variables)
+            except ValueError as e:
+                raise CheckpointError(str(e))
+    return restore

@@ -1,57 +1,80 @@
-"""What the entry scripts share: one-line errors instead of tracebacks, and dataset set-up."""
+"""What the entry scripts share: logging, and one line for each failure a user can fix."""
+import logging
 import os
 import sys
 import traceback
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+LOG = logging.getLogger('densenet')
 
-def quiet_tensorflow():
-    import tensorflow as tf
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+
+def run_main(parse_args, run, argv=None):
+    """Parses `argv` (default: the command line) with `parse_args` and runs `run(args)`;
+    returns the exit code.
+
+    Usage errors are argparse's (one line, exit 2). Our own errors (`utils.errors.Error`) and
+    TensorFlow's `OpError`s (e.g. a corrupt record met in training) print `error: ...` on one
+    line and exit 1, with the traceback too under `--debug True`. Anything else is a bug: it
+    propagates with its traceback.
+    """
+    _quiet_tensorflow()
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:  # argparse: a usage error or --help, already printed
+        return e.code or 0
+    setup_logging(args.debug)
+    from models.compat import tf
+    from utils.errors import Error
+    try:
+        run(args)
+    except Error as e:
+        return _fail(e, str(e), args.debug)
+    except tf.errors.OpError as e:
+        return _fail(e, '%s (%s)' % (e.message.split('\n')[0].split('\t')[0].strip(),
+                                  type(e).__name__), args.debug)
+    return 0
+
+
+def setup_logging(debug=False):
+    """Our log lines, plain, on standard output; rank 0's only under Horovod (warnings from
+    every rank)."""
+    from utils import distribution
+    handler = _StdoutHandler()
+    handler.setFormatter(logging.Formatter('%(message)s'))
+    handler.addFilter(lambda record: record.levelno >= logging.WARNING or
+                      distribution.is_chief())
+    LOG.handlers = [handler]
+    LOG.setLevel(logging.DEBUG if debug else logging.INFO)
+    LOG.propagate = False
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is at the time (a test's capture may have replaced it)."""
+
+    def __init__(self):
+        super(_StdoutHandler, self).__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _quiet_tensorflow():
     import warnings
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', category=DeprecationWarning)
-
-
-def run_main(main, argv=None, debug_flag='--debug'):
-    """Runs `main(argv)`; expected failures print `error: ...` on one line and exit 1."""
-    quiet_tensorflow()
-    from utils.checkpoints import CheckpointError
-    from utils.data import DataError
-    from utils.run_loop import TrainingError
-    import tensorflow as tf
-    argv = sys.argv[1:] if argv is None else argv
-    debug = _flag_set(argv, debug_flag)
-    try:
-        sys.exit(main(argv) or 0)
-    except (DataError, CheckpointError, TrainingError, ValueError, OSError) as e:
-        _fail(e, str(e), debug)
-    except tf.errors.OpError as e:  # e.g. a corrupt record met in training: TF's own words
-        _fail(e, '%s (%s)' % (e.message.split('\n')[0].split('\t')[0].strip(),
-                              type(e).__name__), debug)
+    from models.compat import tf
+    tf.logging.set_verbosity(tf.logging.ERROR)
 
 
 def _fail(error, message, debug):
     if debug:
         traceback.print_exc()
-    message = message.splitlines()[0] if message.strip() else type(error).__name__
-    print('error: %s' % message, file=sys.stderr)
-    sys.exit(1)
-
-
-def _flag_set(argv, flag):
-    """Whether a boolean flag is on in `argv` (`--debug`, `--debug True`, `--debug=1`, ...)."""
-    from utils.flags import str2bool
-    for i, arg in enumerate(argv):
-        if arg == flag:
-            value = argv[i + 1] if i + 1 < len(argv) else 'true'
-        elif arg.startswith(flag + '='):
-            value = arg.split('=', 1)[1]
-        else:
-            continue
-        try:
-            return str2bool(value)
-        except Exception:
-            return True
-    return False
+    print('error: %s' % (message.splitlines()[0] if message.strip() else type(error).__name__),
+          file=sys.stderr)
+    return 1

@@ -1,13 +1,14 @@
 """Peak memory of one session step, on CPU and GPU.
 
-`tf.contrib.memory_stats` only has GPU kernels, so the portable measure replays the allocation
-records a FULL_TRACE step leaves in `RunMetadata`: every allocation and free, in time order, summed.
+TF 1.15's `tf.contrib.memory_stats` only has GPU kernels (and 2.x has no contrib), so the
+measure replays the allocation records a FULL_TRACE step leaves in `RunMetadata`: every
+allocation and free, in time order, summed.
 The result is the peak of bytes allocated during the step by each allocator; memory that was live
 before the step (variables, optimizer slots) is not included.
 """
 import collections
 
-import tensorflow as tf
+from models.compat import tf
 
 # Allocators that hold a device's tensors; host staging allocators are reported but not summed in.
 _DEVICE_ALLOCATORS = ('cpu', 'mklcpu', 'GPU_0_bfc')
@@ -49,28 +50,28 @@ def peak_bytes(sess, fetches, feed_dict=None):
     """
     _, run_metadata = traced_run(sess, fetches, feed_dict)
     peaks = peak_bytes_by_allocator(run_metadata)
+    return peaks[_device_allocator(peaks)]
+
+
+def _device_allocator(peaks):
+    """The allocator of `peaks` that holds the compute device's tensors: GPU 0's if used, else
+    the CPU's ('mklcpu' where TensorFlow uses oneDNN, as TF 2 does on x86), else the largest."""
     if not peaks:
         raise RuntimeError('the traced step recorded no allocations; was anything computed?')
     for name in reversed(_DEVICE_ALLOCATORS):
         if name in peaks:
-            return peaks[name]
-    return max(peaks.values())
+            return name
+    return max(peaks, key=peaks.get)
 
 
-def gpu_max_bytes_in_use(sess, device='/gpu:0'):
-    """Bytes in use at the high-water mark of the GPU allocator since the process started."""
-    from tensorflow.contrib.memory_stats import MaxBytesInUse
-    with tf.device(device):
-        op = MaxBytesInUse()
-    return int(sess.run(op))
-
-
-def live_at_peak(run_metadata, allocator='cpu', top=20):
-    """What holds memory at the step's peak: [(bytes live, node name)], largest first.
+def live_at_peak(run_metadata, allocator=None, top=20):
+    """What holds memory at the step's peak: [(bytes live, node name)], largest first;
+    `allocator` defaults to the compute device's (as `peak_bytes` measures).
 
     Each allocation record belongs to the node that allocated the buffer (frees are recorded there
     too), so summing a node's records up to the peak's time gives what it still holds then.
     """
+    allocator = allocator or _device_allocator(peak_bytes_by_allocator(run_metadata))
     per_node = []
     for dev_stats in run_metadata.step_stats.dev_stats:
         for node_stats in dev_stats.node_stats:

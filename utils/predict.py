@@ -1,7 +1,9 @@
 """Load a frozen DenseNet graph and classify images with it (TF's own PNG/JPEG decoders)."""
 import numpy as np
-import tensorflow as tf
+from google.protobuf.message import DecodeError
 
+from models.compat import tf
+from utils.errors import UsageError
 from utils.export import INPUT, LOGITS, PROBABILITIES
 
 
@@ -10,11 +12,19 @@ class Predictor(object):
 
     def __init__(self, path):
         graph_def = tf.GraphDef()
-        with open(path, 'rb') as f:
-            graph_def.ParseFromString(f.read())
+        try:
+            with open(path, 'rb') as f:
+                graph_def.ParseFromString(f.read())
+        except (OSError, DecodeError) as e:
+            raise UsageError('%s: not a readable frozen graph (%s)' % (path, e))
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.import_graph_def(graph_def, name='')
+        names = set(op.name for op in self.graph.get_operations())
+        missing = [n for n in (INPUT, LOGITS, PROBABILITIES) if n not in names]
+        if missing:
+            raise UsageError('%s: not a graph written by export.py (no %s)' % (
+                path, ', '.join(missing)))
         self.input = self.graph.get_tensor_by_name(INPUT + ':0')
         self.logits = self.graph.get_tensor_by_name(LOGITS + ':0')
         self.probabilities = self.graph.get_tensor_by_name(PROBABILITIES + ':0')

@@ -1,0 +1,183 @@
+"""The SessionRunHooks of the training loop: a clean stop on signals and on non-finite steps,
+a checkpoint saver whose failures stop training, progress output, and periodic evaluation."""
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+
+from models.compat import tf
+from utils import evaluation
+from utils.errors import TrainingError
+
+LOG = logging.getLogger('densenet')
+
+
+class StopSignals(object):
+    """SIGTERM and SIGINT request a clean stop (the step in flight finishes); a second one
+    exits at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    @property
+    def name(self):
+        return signal.Signals(self.signum).name if self.signum else None
+
+    def _handle(self, signum, frame):
+        if self.signum:  # the second one
+            os._exit(128 + signum)
+        self.signum = signum
+        LOG.info('\n%s: stopping after this step and saving a checkpoint (again to exit at '
+                 'once)', self.name)
+
+    @contextlib.contextmanager
+    def handled(self):
+        """A context in which the signals request a stop (main thread only: elsewhere Python
+        cannot install handlers)."""
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                old[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+
+
+class GuardHook(tf.train.SessionRunHook):
+    """Stops every worker after the same step when one was signalled, and stops training with
+    a TrainingError after `patience` non-finite steps in a row (1 in float32).
+
+    Each step sums a [stop requested, not finite] flag over the workers (`distribution.sum`),
+    so all of them see the same verdict. Non-finite steps were not applied (see
+    `utils.optimizer.train_step`), and a TrainingError skips the final save, so the last
+    checkpoint is intact.
+    """
+
+    def __init__(self, loss, finite, loss_scale, model_dir, patience, signals, distribution):
+        self._loss, self._loss_scale, self._dir = loss, loss_scale, model_dir
+        self._patience, self._signals = patience, signals
+        self._stop_requested = tf.placeholder_with_default(0.0, [], name='stop_requested')
+        ok = tf.logical_and(finite, tf.reduce_all(tf.is_finite(loss)))
+        self._flags = distribution.sum(tf.stack([self._stop_requested,
+                                                 1.0 - tf.cast(ok, tf.float32)]), 'stop_flags')
+        self._nonfinite, self._peer_stopped = 0, False
+
+    @property
+    def stopped_by(self):
+        """What stopped the run early: 'SIGTERM', 'SIGINT', 'another worker's signal' or None."""
+        return self._signals.name or ("another worker's signal" if self._peer_stopped else None)
+
+    def before_run(self, run_context):
+        fetches = dict(flags=self._flags, loss=self._loss, step=tf.train.get_global_step())
+        if self._loss_scale is not None:
+            fetches['loss_scale'] = self._loss_scale
+        return tf.train.SessionRunArgs(
+            fetches, feed_dict={self._stop_requested: 1.0 if self._signals.signum else 0.0})
+
+    def after_run(self, run_context, run_values):
+        r = run_values.results
+        stop, nonfinite = r['flags']
+        self._nonfinite = self._nonfinite + 1 if nonfinite else 0
+        if self._nonfinite >= self._patience:
+            raise TrainingError(
+                '%s at step %d%s; stopping without applying it. The last checkpoint, %s, is '
+                'intact' % ('loss is %s' % r['loss'] if not np.isfinite(r['loss']) else
+                            'non-finite gradients', r['step'] + 1,
+                            ' (%d steps in a row; loss scale down to %g)' % (
+                                self._nonfinite, r['loss_scale']) if self._patience > 1 else '',
+                            tf.train.latest_checkpoint(self._dir) if self._dir else None))
+        if stop:
+            self._peer_stopped = self._signals.signum is None
+            run_context.request_stop()
+
+
+class CheckpointSaver(tf.train.CheckpointSaverHook):
+    """The standard saver (every `steps` and at the end) whose failures stop training with a
+    one-line TrainingError instead of a traceback, or of training on without checkpoints."""
+
+    def __init__(self, model_dir, steps, scaffold):
+        super(CheckpointSaver, self).__init__(model_dir, save_steps=steps, scaffold=scaffold)
+
+    def _save(self, session, step):
+        try:
+            return super(CheckpointSaver, self)._save(session, step)
+        except (tf.errors.OpError, OSError, ValueError) as e:
+            message = getattr(e, 'message', None) or str(e)
+            raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
+                                'stopping. Last complete checkpoint: %s' % (
+                                    step, self._checkpoint_dir, message.splitlines()[0],
+                                    tf.train.latest_checkpoint(self._checkpoint_dir)))
+
+
+class ProgressHook(tf.train.SessionRunHook):
+    """A tqdm bar with step, loss, accuracy, learning rate and images/s (log lines instead when
+    the output is not a terminal); images/s also to TensorBoard."""
+
+    def __init__(self, fetches, start, last_step, global_batch, model_dir, every):
+        self._fetches, self._start, self._last = fetches, start, last_step
+        self._batch, self._dir, self._every = global_batch, model_dir, every
+
+    def begin(self):
+        from tqdm import tqdm
+        self._bar = tqdm(total=self._last, initial=self._start, unit='step', dynamic_ncols=True,
+                         file=sys.stdout, mininterval=1.0, disable=None)
+        self._writer = tf.summary.FileWriterCache.get(self._dir)
+        self._time, self._step = time.time(), self._start
+
+    def before_run(self, run_context):
+        return tf.train.SessionRunArgs(self._fetches)
+
+    def after_run(self, run_context, run_values):
+        r = run_values.results
+        step = int(run_context.session.run(self._fetches['step']))
+        self._bar.update(step - self._bar.n)
+        if step % self._every == 0 or step >= self._last:
+            now = time.time()
+            rate = (step - self._step) * self._batch / max(now - self._time, 1e-9)
+            self._time, self._step = now, step
+            self._bar.set_postfix(loss='%.4f' % r['loss'], acc='%.3f' % r['accuracy'],
+                                  lr='%.3g' % r['lr'], img_s='%.0f' % rate, refresh=False)
+            if self._bar.disable:
+                LOG.info('step %d/%d loss %.4f acc %.3f lr %.3g %.0f img/s', step, self._last,
+                         r['loss'], r['accuracy'], r['lr'], rate)
+            self._writer.add_summary(tf.Summary(value=[
+                tf.Summary.Value(tag='images_per_sec', simple_value=rate)]), step)
+
+    def end(self, session):
+        self._bar.close()
+
+
+class EvalHook(tf.train.SessionRunHook):
+    """Evaluates on the test split every `every` steps and at the end, in the training session,
+    with an evaluation tower that shares the training variables."""
+
+    def __init__(self, dataset, model, config, every, last_step):
+        self._dataset, self._model, self._config = dataset, model, config
+        self._every, self._last = every, last_step
+
+    def begin(self):
+        data = self._dataset.input_fn(False, self._config.batch_size)
+        self._iterator = tf.data.make_initializable_iterator(data)
+        images, labels = self._iterator.get_next()
+        self._totals = evaluation.metrics(images, labels, self._dataset, self._model,
+                                          self._config.data_format, self._config.fp16)
+        self._writer = tf.summary.FileWriterCache.get(self._config.model_dir)
+        self._done = -1
+
+    def after_run(self, run_context, run_values):
+        step = run_context.session.run(tf.train.get_global_step())
+        if step != self._done and (step % self._every == 0 or step >= self._last):
+            self._done = step
+            results = evaluation.run(run_context.session, self._iterator, self._totals)
+            LOG.info('step %d: %s', step, evaluation.format_metrics(results))
+            self._writer.add_summary(tf.Summary(value=[
+                tf.Summary.Value(tag='eval/' + k, simple_value=v) for k, v in results.items()
+                if k != 'examples']), step)
+            self._writer.flush()
