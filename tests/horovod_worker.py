@@ -1,12 +1,16 @@
-"""Run by test_train.py under horovodrun: trains a few steps, then writes this rank's weights."""
+"""Run by test_train.py under horovodrun: trains a few steps, then writes this rank's weights.
+
+    horovod_worker.py OUT_DIR [fp16]
+"""
 import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from utils import data, run_loop  # noqa: E402
+from models.compat import tf  # noqa: E402
+from utils import cli, data, distribution, run_loop  # noqa: E402
+from utils.config import ModelConfig, TrainConfig  # noqa: E402
 
 
 class SaveWeights(tf.train.SessionRunHook):
@@ -18,18 +22,18 @@ class SaveWeights(tf.train.SessionRunHook):
         np.savez(self.path, **dict(zip([v.op.name for v in variables], session.run(variables))))
 
 
-def main(out_dir):
-    import horovod.tensorflow as hvd
-    hvd.init()
-    rank = hvd.rank()
-    config = run_loop.RunConfig(
-        model='densenet_bc', depth=16, growth_rate=4, efficient=True, fp16=False,
-        dropout_rate=0.0, batch_size=16, model_dir=os.path.join(out_dir, 'rank%d' % rank),
-        train_epochs=1, max_steps=6, epochs_per_eval=100, learning_rate=0.05, weight_decay=1e-4,
-        momentum=0.9, save_checkpoint_steps=3, log_every_steps=3, seed=rank)
-    run_loop.train(data.get_dataset('digits'), config,
+def main(out_dir, fp16):
+    cli.setup_logging()
+    rank = distribution.current().rank
+    model = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=16,
+                        growth_rate=4, num_classes=10, image_size=8)
+    config = TrainConfig(
+        model_dir=os.path.join(out_dir, 'rank%d' % rank), batch_size=16, train_epochs=1,
+        epochs_per_eval=100, learning_rate=0.05, data_format='channels_last', fp16=fp16,
+        max_steps=6, save_checkpoint_steps=3, log_every_steps=3, seed=rank)
+    run_loop.train(data.get_dataset('digits'), model, config,
                    extra_hooks=[SaveWeights(os.path.join(out_dir, 'weights%d.npz' % rank))])
 
 
 if __name__ == '__main__':
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:] == ['fp16'])

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from models.compat import tf
 
 from utils import data
 from utils.download import download_cifar

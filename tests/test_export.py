@@ -2,13 +2,16 @@
 import json
 import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from models.compat import tf
 
-from test_train import SMALL, run
-from utils import data, run_loop
+from conftest import PYTHON, ROOT, SMALL, call_main, child_environment
+from utils import data
+from utils.config import ModelConfig
+from utils.inference import inference
 from utils.predict import Predictor, read_images
 
 TRAINING_OPS = ('VarHandleOp', 'VariableV2', 'ReadVariableOp', 'AssignVariableOp', 'Assign',
@@ -23,21 +26,17 @@ def trained(tmp_path_factory):
     for name, extra in (('efficient', ['--efficient', 'True']), ('naive', ['--efficient', 'False']),
                         ('fp16', ['--efficient', 'True', '--fp16', 'True'])):
         dirs[name] = str(root / name)
-        run('train.py', '--model_dir', dirs[name], '--max_steps', '10', *(SMALL + extra))
+        assert call_main('train.py', '--model_dir', dirs[name], '--max_steps', '10',
+                         *(SMALL + extra)) == 0
     return dirs
 
 
 def _eval_graph_logits(model_dir, images):
-    """Logits of the checkpoint through run_loop.inference, the graph eval.py builds."""
-    with open(os.path.join(model_dir, 'config.json')) as f:
-        saved = json.load(f)
-    config = run_loop.RunConfig(model=saved['model'], depth=saved['depth'],
-                                growth_rate=saved['growth_rate'], data_format='channels_last',
-                                efficient=False, fp16=False,
-                                mfm_transitions=saved.get('mfm_transitions'),
-                                mfm_layers=saved.get('mfm_layers'))
+    """Logits of the checkpoint through utils.inference, the graph eval.py builds."""
+    model = ModelConfig.load(model_dir)
     with tf.Graph().as_default():
-        logits, _ = run_loop.inference(tf.constant(images), data.spec('digits'), config, False)
+        logits, _ = inference(tf.constant(images), data.spec('digits'), model, False,
+                              'channels_last')
         with tf.Session() as sess:
             tf.train.Saver().restore(sess, tf.train.latest_checkpoint(model_dir))
             return sess.run(logits)
@@ -45,9 +44,9 @@ def _eval_graph_logits(model_dir, images):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('kind', ['efficient', 'naive', 'fp16'])
-def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, kind):
+def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, entry, kind):
     pb, saved_model = str(tmp_path / 'model.pb'), str(tmp_path / 'saved')
-    out = run('export.py', '--model_dir', trained[kind], '--output', pb,
+    out = entry('export.py', '--model_dir', trained[kind], '--output', pb,
               '--saved_model', saved_model).stdout
     assert re.search(r"input 'input' float32 \[None, 8, 8, 1\]", out), out
     images = data.spec('digits').test_images[:16]
@@ -74,9 +73,9 @@ def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, ki
 
 
 @pytest.mark.slow
-def test_predict_reads_png_files(trained, tmp_path):
+def test_predict_reads_png_files(trained, tmp_path, entry):
     pb = str(tmp_path / 'model.pb')
-    run('export.py', '--model_dir', trained['efficient'], '--output', pb)
+    entry('export.py', '--model_dir', trained['efficient'], '--output', pb)
     digits = data.spec('digits')
     paths = []
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -88,18 +87,18 @@ def test_predict_reads_png_files(trained, tmp_path):
             paths.append(path)
     images = read_images(paths, (8, 8, 1))
     np.testing.assert_array_equal(images, digits.test_images[:3])
-    out = run('export.py', '--predict', pb, *paths).stdout
+    out = entry('export.py', '--predict', pb, *paths).stdout
     for path in paths:
         assert re.search(re.escape(path) + r': \d+ \(0\.\d{3}\), \d+', out), out
 
 
 @pytest.mark.slow
-def test_export_errors_are_one_line(trained, tmp_path):
-    no_checkpoint = run('export.py', '--model_dir', str(tmp_path), '--output', 'x.pb',
-                        check=False)
+def test_export_errors_are_one_line(trained, tmp_path, entry):
+    no_checkpoint = entry('export.py', '--model_dir', str(tmp_path), '--output', 'x.pb',
+                          check=False)
     assert no_checkpoint.returncode == 1 and 'no checkpoint found' in no_checkpoint.stderr
-    unwritable = run('export.py', '--model_dir', trained['naive'], '--output',
-                     str(tmp_path / 'missing' / 'x.pb'), check=False)
+    unwritable = entry('export.py', '--model_dir', trained['naive'], '--output',
+                       str(tmp_path / 'missing' / 'x.pb'), check=False)
     assert unwritable.returncode == 1 and 'output directory does not exist' in unwritable.stderr
     # Point the saved architecture at another growth rate: the checkpoint no longer fits.
     other = str(tmp_path / 'other')
@@ -109,8 +108,8 @@ def test_export_errors_are_one_line(trained, tmp_path):
     config['growth_rate'] = 6
     with open(os.path.join(other, 'config.json'), 'w') as f:
         json.dump(config, f)
-    mismatch = run('export.py', '--model_dir', other, '--output', str(tmp_path / 'x.pb'),
-                   '--checkpoint', tf.train.latest_checkpoint(trained['naive']), check=False)
+    mismatch = entry('export.py', '--model_dir', other, '--output', str(tmp_path / 'x.pb'),
+                     '--checkpoint', tf.train.latest_checkpoint(trained['naive']), check=False)
     assert mismatch.returncode == 1 and 'Traceback' not in mismatch.stderr
     # The first mismatch in build order: the stem's 2k filters.
     assert re.search(r'another architecture: densenet/stem/conv0/kernel is \[3, 3, 1, 8\] '
@@ -119,20 +118,34 @@ def test_export_errors_are_one_line(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_an_mfm_model_learns_evaluates_and_exports(tmp_path):
+def test_an_mfm_model_learns_evaluates_and_exports(tmp_path, entry):
     """MFM at transition 2 and in blocks 2-3 (efficient, default BC-40): 60 steps learn digits,
     eval.py rebuilds it from config.json, and the frozen graph gives the eval graph's logits."""
     model_dir, pb = str(tmp_path / 'mfm'), str(tmp_path / 'mfm.pb')
-    out = run('train.py', '--model_dir', model_dir, '--max_steps', '60', '--seed', '1',
-              '--mfm_transitions', '2', '--mfm_layers', '2,3').stdout
+    out = entry('train.py', '--model_dir', model_dir, '--max_steps', '60', '--seed', '1',
+                '--mfm_transitions', '2', '--mfm_layers', '2,3').stdout
     assert 'with MFM at transitions 2; layers 2,3' in out, out
     top1 = float(re.search(r'step 60: loss [\d.]+, top-1 ([\d.]+)%', out).group(1))
     assert top1 > 80.0, out
-    evaluated = run('eval.py', '--model_dir', model_dir).stdout
+    evaluated = entry('eval.py', '--model_dir', model_dir).stdout
     assert 'top-1 %.2f%%' % top1 in evaluated, evaluated
     kernel = tf.train.load_variable(model_dir, 'densenet/denseblock3/denselayer1/conv2/kernel')
     assert kernel.shape == (3, 3, 24, 12)  # MFM halved the 4k = 48 bottleneck
-    run('export.py', '--model_dir', model_dir, '--output', pb)
+    entry('export.py', '--model_dir', model_dir, '--output', pb)
     images = data.spec('digits').test_images[:16]
     expected = _eval_graph_logits(model_dir, images)
     assert np.max(np.abs(Predictor(pb).logits_of(images) - expected)) <= 1e-5
+
+
+def test_serving_imports_nothing_of_training():
+    """A fresh interpreter that loads the export and predict code holds none of the training
+    loop's modules (optimizer, hooks, distribution, flags)."""
+    code = ('import sys; import utils.export, utils.predict; '
+            'print(" ".join(sorted(m for m in sys.modules if m.startswith("utils"))))')
+    proc = subprocess.run([PYTHON, '-c', code], cwd=ROOT, stdout=subprocess.PIPE,
+                          universal_newlines=True, check=True, env=child_environment())
+    loaded = set(proc.stdout.split())
+    assert {'utils.export', 'utils.predict', 'utils.inference', 'utils.checkpoints'} <= loaded
+    assert not loaded & {'utils.run_loop', 'utils.optimizer', 'utils.hooks',
+                         'utils.distribution', 'utils.flags', 'utils.evaluation',
+                         'utils.estimator', 'utils.config'}, loaded

@@ -4,11 +4,10 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from models.compat import tf
 
 import models
 from models.keras_import import load_keras_weights, preprocess_input
-from test_train import run
 from utils.predict import Predictor
 
 SIZE = 32  # Keras DenseNet-121 takes 32x32 inputs; small keeps the tests fast
@@ -32,9 +31,10 @@ def keras121(tmp_path_factory):
                 values.append(0.05 * rng.randn(*shape))
         keras.set_weights(values)
         keras.save_weights(path)
-        # Logits: Keras' fc1000 applies softmax, so take the pooled features times the weights.
+        # Logits: Keras' classifier (fc1000 in keras-applications 1.0.8, predictions in Keras
+        # 2.x) applies softmax, so take the pooled features times its weights.
         features = tf.keras.Model(keras.input, keras.get_layer('avg_pool').output)
-        kernel, bias = keras.get_layer('fc1000').get_weights()
+        kernel, bias = keras.layers[-1].get_weights()
         pixels = tf.keras.applications.densenet.preprocess_input(images.copy())
         logits = features.predict(pixels).dot(kernel) + bias
     return path, images, logits
@@ -63,22 +63,22 @@ def test_keras_densenet121_weights_give_the_same_logits(keras121):
 
 
 @pytest.mark.slow
-def test_export_init_from_keras_classifies_raw_pixels_as_keras_does(keras121, tmp_path):
+def test_export_init_from_keras_classifies_raw_pixels_as_keras_does(keras121, tmp_path, entry):
     path, images, expected = keras121
     pb = str(tmp_path / 'in1k.pb')
-    out = run('export.py', '--init_from_keras', path, '--model', 'densenet121',
+    out = entry('export.py', '--init_from_keras', path, '--model', 'densenet121',
               '--image_size', str(SIZE), '--output', pb).stdout
     assert re.search(r"\[None, %d, %d, 3\] raw pixels" % (SIZE, SIZE), out), out
     assert _relative_error(Predictor(pb).logits_of(images), expected) <= 1e-4
 
 
 @pytest.mark.slow
-def test_train_init_from_keras_fine_tunes_with_a_new_classifier(keras121, tmp_path):
+def test_train_init_from_keras_fine_tunes_with_a_new_classifier(keras121, tmp_path, entry):
     """An efficient DenseNet-121 on 10 classes starts from the file: at learning rate 0 the saved
     kernels are the file's, and the 1000-way classifier is replaced by a fresh 10-way one."""
     path = keras121[0]
     model_dir = str(tmp_path / 'run')
-    out = run('train.py', '--dataset', 'synthetic', '--synthetic_like', 'cifar10',
+    out = entry('train.py', '--dataset', 'synthetic', '--synthetic_like', 'cifar10',
               '--model', 'densenet121', '--batch_size', '2', '--max_steps', '1',
               '--learning_rate', '0', '--epochs_per_eval', '0', '--efficient', 'True',
               '--init_from_keras', path, '--model_dir', model_dir).stdout
@@ -116,10 +116,10 @@ def test_a_file_of_another_architecture_is_refused(tmp_path):
     (['--model', 'densenet121', '--init_from_keras', '/nonexistent.h5'],
      r'/nonexistent.h5: no such Keras weights file'),
 ])
-def test_train_refuses_a_bad_init_from_keras_before_building(tmp_path, args, message):
+def test_train_refuses_a_bad_init_from_keras_before_building(tmp_path, entry, args, message):
     argv = ['--dataset', 'synthetic', '--model_dir', str(tmp_path / 'run')] + args
     if '--init_from_keras' not in argv:
         argv += ['--init_from_keras', str(tmp_path)]
-    proc = run('train.py', *argv, check=False)
+    proc = entry('train.py', *argv, check=False)
     assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr
     assert not (tmp_path / 'run').exists()

@@ -1,6 +1,6 @@
 """Training memory: efficient grows with depth far slower than naive, and the helper is right."""
 import numpy as np
-import tensorflow as tf
+from models.compat import tf
 
 import models
 from utils import memory

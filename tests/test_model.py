@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from models.compat import tf
 
 import models
 from conftest import load_random_weights

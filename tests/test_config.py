@@ -1,0 +1,179 @@
+"""The configurations: ModelConfig (config.json) and TrainConfig, and how train.py, eval.py and
+export.py resolve flags, a saved config.json and the dataset's defaults into them."""
+import argparse
+import json
+import os
+import re
+import shutil
+
+import pytest
+
+import eval as eval_script
+import train
+from conftest import ROOT, SMALL
+from models import Recomputation
+from models.compat import tf
+from utils import data, flags
+from utils.config import ModelConfig, TrainConfig
+from utils.errors import CheckpointError, UsageError
+
+DIGITS_BC16 = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=16,
+                          growth_rate=4, num_classes=10, image_size=8)
+# What the previous release wrote: the architecture and every training flag, with a synthetic
+# run's dataset spelled 'synthetic-cifar10'.
+PREVIOUS_CONFIG_JSON = {
+    'batch_size': 2, 'data_format': None, 'dataset': 'synthetic-cifar10', 'depth': 16,
+    'dropout_rate': 0.0, 'efficient': 'every=2', 'epochs_per_eval': 0.0, 'fp16': False,
+    'growth_rate': 4, 'image_size': 32, 'init_from_keras': None, 'inject_nan': None,
+    'learning_rate': 0.0015625, 'log_every_steps': 50, 'max_steps': 1, 'mfm_layers': [],
+    'mfm_transitions': [2], 'model': 'densenet_bc', 'model_dir': '/tmp/old1', 'momentum': 0.9,
+    'num_classes': 10, 'save_checkpoint_steps': 500, 'seed': None, 'train_epochs': 1,
+    'weight_decay': 0.0001}
+PREVIOUS_RUN = os.path.join(ROOT, 'tests', 'data', 'v9_fp16')  # previous release, fp16, step 3
+
+
+def test_model_config_round_trips_through_json(tmp_path):
+    config = ModelConfig(dataset='cifar100', synthetic=True, model='densenet_bc', depth=100,
+                         growth_rate=12, num_classes=100, image_size=32, mfm_transitions=[2],
+                         mfm_layers={3, 2})
+    assert config.mfm_layers == (2, 3) and config.mfm_transitions == (2,)
+    assert ModelConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
+    config.save(str(tmp_path))
+    with open(str(tmp_path / 'config.json')) as f:
+        assert json.load(f) == config.to_json()
+    assert ModelConfig.load(str(tmp_path)) == config
+    assert ModelConfig.load(str(tmp_path / 'none')) is None
+
+
+def test_a_config_json_of_the_previous_release_loads():
+    config = ModelConfig.from_json(PREVIOUS_CONFIG_JSON)
+    assert config == ModelConfig(dataset='cifar10', synthetic=True, model='densenet_bc',
+                                 depth=16, growth_rate=4, num_classes=10, image_size=32,
+                                 mfm_transitions=(2,))
+    assert config.data_name == 'synthetic'
+    before_mfm = dict(PREVIOUS_CONFIG_JSON, dataset='digits')
+    del before_mfm['mfm_layers'], before_mfm['mfm_transitions']
+    assert ModelConfig.from_json(before_mfm).mfm_layers == ()
+
+
+def test_a_broken_config_json_is_named(tmp_path):
+    def load(values):
+        with open(str(tmp_path / 'config.json'), 'w') as f:
+            f.write(values if isinstance(values, str) else json.dumps(values))
+        return ModelConfig.load(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r'config\.json: depth must be an integer, got '
+                                              r'None'):
+        load(dict(DIGITS_BC16.to_json(), depth=None))
+    incomplete = DIGITS_BC16.to_json()
+    del incomplete['model'], incomplete['depth']
+    with pytest.raises(CheckpointError, match=r'config\.json: no model, depth \(not a '
+                                              r'config\.json written by train\.py\?\)'):
+        load(incomplete)
+    with pytest.raises(CheckpointError, match=r'config\.json: unreadable'):
+        load('{"dataset": ')
+
+
+def test_difference_names_each_field_that_differs():
+    other = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=22,
+                        growth_rate=4, num_classes=10, image_size=8, mfm_transitions=(1,))
+    assert DIGITS_BC16.difference(DIGITS_BC16) == ''
+    assert DIGITS_BC16.difference(other) == 'depth 16 != 22, mfm_transitions [] != [1]'
+
+
+def test_train_flags_resolve_from_the_dataset_defaults():
+    args = train.parse_args(['--dataset', 'synthetic', '--synthetic_like', 'imagenet',
+                             '--image_size', '64', '--mfm_layers', '3'])
+    model = flags.resolve_model(args)
+    assert model == ModelConfig(dataset='imagenet', synthetic=True, model='densenet121',
+                                depth=121, growth_rate=32, num_classes=1000, image_size=64,
+                                mfm_layers=(3,))
+    assert model.title == 'DenseNet-121 with MFM at layers 3'
+    config = flags.resolve_training(args, model, flags.data_format(None, gpu=False))
+    # Synthetic ImageNet: its batch, one epoch, evaluated at the end; 0.1 x batch / 128.
+    assert (config.batch_size, config.train_epochs, config.epochs_per_eval) == (256, 1, 1)
+    assert config.learning_rate == pytest.approx(0.2) and config.data_format == 'channels_last'
+    assert config.efficient == Recomputation(every=1) and config.fp16 is False
+    assert config.total_steps(1000, workers=2) == 1  # at least one step per epoch
+    digits = flags.resolve_training(train.parse_args(['--learning_rate', '0']), DIGITS_BC16,
+                                    'channels_last')
+    assert (digits.batch_size, digits.train_epochs, digits.epochs_per_eval) == (64, 30, 10)
+    assert digits.learning_rate == 0.0
+    assert digits.total_steps(data.Digits.defaults.batch_size * 10) == 300
+
+
+def test_unset_flags_come_from_the_saved_config_and_set_ones_override():
+    saved = ModelConfig(dataset='cifar10', synthetic=True, model='densenet_bc', depth=40,
+                        growth_rate=6, num_classes=10, image_size=32, mfm_transitions=(2,))
+    assert flags.resolve_model(eval_script.parse_args([]), saved) == saved
+    assert flags.resolve_model(train.parse_args([]), saved) == saved
+    deeper = flags.resolve_model(eval_script.parse_args(['--depth', '100']), saved)
+    assert saved.difference(deeper) == 'depth 40 != 100'
+    real = flags.resolve_model(train.parse_args(['--dataset', 'cifar100']), saved)
+    assert (real.dataset, real.synthetic, real.num_classes, real.depth) == (
+        'cifar100', False, 100, 40)
+    keras = flags.resolve_model(argparse.Namespace(model=None, image_size=None),
+                                default_dataset='imagenet')
+    assert (keras.model, keras.image_size, keras.num_classes) == ('densenet121', 224, 1000)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--depth', '41'], r'depth=41 does not fit a DenseNet-B with 3 blocks'),
+    (['--depth', '22', '--growth_rate', '5', '--mfm_transitions', '1'],
+     r'MFM needs an even channel count, got 25 channels at densenet/transition1'),
+    (['--mfm_layers', '4'], r'mfm_layers: block 4 is out of range \(1\.\.3\)'),
+    (['--efficient', 'blocks=4'], r"efficient='blocks=4': block 4 is out of range \(1\.\.3\)"),
+])
+def test_a_model_that_cannot_be_built_is_refused_at_the_edge(argv, message):
+    args = train.parse_args(argv)
+    with pytest.raises(UsageError, match=message):
+        flags.resolve_training(args, flags.resolve_model(args), 'channels_last')
+
+
+def test_channels_first_needs_a_gpu():
+    assert flags.data_format(None, gpu=True) == 'channels_first'
+    assert flags.data_format('channels_last', gpu=True) == 'channels_last'
+    with pytest.raises(UsageError, match='channels_first needs a GPU'):
+        flags.data_format('channels_first', gpu=False)
+
+
+def test_train_config_defaults_are_the_flags_defaults(tmp_path):
+    args = train.parse_args(['--model_dir', str(tmp_path)])
+    from_flags = flags.resolve_training(args, DIGITS_BC16, 'channels_last')
+    assert from_flags == TrainConfig(model_dir=str(tmp_path), batch_size=64, train_epochs=30,
+                                     epochs_per_eval=10, learning_rate=0.05,
+                                     data_format='channels_last')
+
+
+@pytest.mark.slow
+def test_train_refuses_a_model_dir_of_another_model_and_resumes_without_flags(tmp_path, entry):
+    model_dir = str(tmp_path / 'run')
+    entry('train.py', '--model_dir', model_dir, '--max_steps', '2', '--epochs_per_eval', '0',
+          *SMALL)
+    before = sorted(os.listdir(model_dir))
+    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '4', '--depth', '22',
+                  check=False)
+    assert other.returncode == 1 and other.stderr == (
+        'error: %s holds another model (depth 16 != 22); use a new --model_dir\n' % model_dir)
+    assert sorted(os.listdir(model_dir)) == before
+    # The architecture comes from config.json: the same command without its flags resumes.
+    resumed = entry('train.py', '--model_dir', model_dir, '--max_steps', '4',
+                    '--epochs_per_eval', '0', '--batch_size', '32')
+    assert 'resuming from' in resumed.stdout and 'DenseNet-BC (L=16, k=4)' in resumed.stdout
+
+
+@pytest.mark.slow
+def test_a_model_dir_of_the_previous_release_resumes_evaluates_and_exports(tmp_path, entry):
+    """Checkpoint and config.json written by the previous release (float16, with its loss scale
+    variables): the same model, resumed under --fp16, evaluated and exported."""
+    model_dir = str(tmp_path / 'v9')
+    shutil.copytree(PREVIOUS_RUN, model_dir)
+    resumed = entry('train.py', '--model_dir', model_dir, '--max_steps', '5', '--fp16', 'True',
+                    '--batch_size', '8', '--epochs_per_eval', '0')
+    assert 'resuming from %s at step 3' % os.path.join(model_dir, 'model.ckpt-3') in \
+        resumed.stdout
+    assert tf.train.load_variable(model_dir, 'global_step') == 5
+    assert 1 <= tf.train.load_variable(model_dir, 'loss_scale') <= 2 ** 15
+    evaluated = entry('eval.py', '--model_dir', model_dir).stdout
+    assert re.search(r'model\.ckpt-5 \(step 5\): loss [\d.]+, top-1 [\d.]+% on 360', evaluated)
+    entry('export.py', '--model_dir', model_dir, '--output', str(tmp_path / 'v9.pb'))
+    assert os.path.getsize(str(tmp_path / 'v9.pb')) > 10000
