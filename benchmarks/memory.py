@@ -6,7 +6,7 @@
 
 For each depth it builds one training step (Nesterov SGD) naive and efficient, warms up, replays a
 traced step's allocation records for the peak bytes the step allocates on top of the variables
-(utils.memory; GPU MaxBytesInUse on a GPU), and times the median of --steps untraced steps. It
+(utils.memory, on CPU or GPU), and times the median of --steps untraced steps. It
 writes memory.csv and memory.png to --out, prints a table and the log-log slope of each mode's
 peak over depth (2 is quadratic, 1 linear), then partial-recomputation settings at one depth and
 our DenseNet-121 against tf.keras.applications.DenseNet121 at the same batch and input size.
@@ -21,18 +21,18 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
 import models  # noqa: E402
+from models import compat  # noqa: E402
+from models.compat import tf  # noqa: E402
 from utils import memory  # noqa: E402
 
 MIB = 2.0 ** 20
 CSV_FIELDS = ('model', 'depth', 'setting', 'batch', 'image_size', 'params', 'variables_mib',
-              'peak_mib', 'step_s')
+              'peak_mib', 'step_s', 'tensorflow')
 BC_HEADER = ('depth', 'params', 'naive MiB', 'efficient MiB', 'ratio', 'naive s/step',
              'efficient s/step', 'overhead')
 QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=2, partial_depth=28,
-             keras_batch=2, keras_image_size=32, budget_max_depth=64, budget_max_batch=64)
+             keras_batch=2, keras_image_size=32, budget_max_depth=28, budget_max_batch=16)
 
 
 def _densenet_bc(depth, growth_rate, setting):
@@ -55,7 +55,7 @@ def _keras_densenet121(images, classes):
     model = tf.keras.applications.DenseNet121(weights=None, input_tensor=images, classes=classes)
     for update in model.updates:
         tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
-    return model.get_layer('fc1000').output.op.inputs[0]  # the logits under the softmax
+    return model.layers[-1].output.op.inputs[0]  # the logits under the classifier's softmax
 
 
 def measure(build, batch_size, image_size, steps, classes=10):
@@ -143,7 +143,7 @@ def budget(gb, growth_rate, batch_size, image_size, model_depth, setting, log,
 
 
 def _setting_name(setting):
-    return str(models.densenet.Recomputation.parse(setting, 3))
+    return str(models.Recomputation.parse(setting))
 
 
 def _write_plot(rows, path):
@@ -170,8 +170,8 @@ def _write_plot(rows, path):
         ax.set_ylabel('peak training memory (MiB)')
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle('DenseNet-BC k=%s, batch %d, %dx%d: one training step' % (
-        bc[0].get('growth_rate', 12), batch, size, size))
+    fig.suptitle('DenseNet-BC k=%s, batch %d, %dx%d: one training step, TensorFlow %s' % (
+        bc[0].get('growth_rate', 12), batch, size, size, compat.VERSION))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -179,7 +179,7 @@ def _write_plot(rows, path):
 
 def _row(model, depth, setting, batch, image_size, result):
     return dict(model=model, depth=depth, setting=setting, batch=batch, image_size=image_size,
-                **result)
+                tensorflow=compat.VERSION, **result)
 
 
 def _print_table(header, lines):
@@ -223,15 +223,15 @@ def main(argv=None):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    tf.logging.set_verbosity(tf.logging.ERROR)
     os.makedirs(args.out, exist_ok=True)
-    device = 'GPU' if tf.test.is_gpu_available() else 'CPU'
+    device = 'GPU' if compat.gpu_available() else 'CPU'
     rows = []
 
-    print('DenseNet-BC k=%d, batch %d, %dx%d, one Nesterov SGD step on %s; peak = bytes allocated '
-          'on top of the variables, time = median of %d steps' % (
+    print('DenseNet-BC k=%d, batch %d, %dx%d, one Nesterov SGD step on %s, TensorFlow %s; peak = '
+          'bytes allocated on top of the variables, time = median of %d steps' % (
               args.growth_rate, args.batch_size, args.image_size, args.image_size, device,
-              args.steps))
+              compat.VERSION, args.steps))
     lines = []
     for depth in args.depths:
         result = {}

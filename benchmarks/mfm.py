@@ -80,8 +80,8 @@ def main(argv=None):
     if args.quick:
         args.depth, args.batch_size, args.image_size, args.steps = 16, 8, 16, 2
         args.train_depth, args.epochs, args.seeds = 16, 2, [1]
-    import tensorflow as tf
-    tf.compat.v1.logging.set_verbosity(tf.compat.v1.logging.ERROR)
+    from models.compat import tf
+    tf.logging.set_verbosity(tf.logging.ERROR)
 
     print('DenseNet-BC-%d k=12, batch %d, %dx%d, one training step (median of %d):' % (
         args.depth, args.batch_size, args.image_size, args.image_size, args.steps))
