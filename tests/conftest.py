@@ -11,11 +11,14 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from models.compat import tf  # noqa: E402
+from utils.config import ModelConfig  # noqa: E402
 
 tf.logging.set_verbosity(tf.logging.ERROR)
 PYTHON = sys.executable
 # Small enough for a test: DenseNet-BC-16 k=4 on the bundled digits.
 SMALL = ['--depth', '16', '--growth_rate', '4', '--batch_size', '32', '--log_every_steps', '10']
+DIGITS_BC16 = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=16,
+                          growth_rate=4, num_classes=10, image_size=8)
 
 Result = collections.namedtuple('Result', 'returncode stdout stderr')
 

@@ -11,8 +11,8 @@ import threading
 
 import numpy as np
 import pytest
-from models.compat import tf
 
+from models.compat import tf
 from utils import data
 from utils.download import download_cifar
 

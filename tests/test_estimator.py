@@ -1,13 +1,15 @@
 """The tf.estimator model_fn: an Estimator trains digits with the efficient graph, evaluates as
 eval.py does, and exports a SavedModel whose predictions equal export.py's frozen graph's."""
+import dataclasses
 import os
 
 import numpy as np
 import pytest
 
+from conftest import DIGITS_BC16
 from models.compat import tf
 from utils import data, estimator, evaluation, export
-from utils.config import ModelConfig, TrainConfig
+from utils.config import TrainConfig
 from utils.predict import Predictor
 
 
@@ -15,8 +17,7 @@ from utils.predict import Predictor
 def test_an_estimator_trains_evaluates_and_exports(tmp_path):
     # As in the README's example.
     digits = data.get_dataset('digits')
-    model = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=16,
-                        growth_rate=12, num_classes=10, image_size=8)
+    model = dataclasses.replace(DIGITS_BC16, growth_rate=12)
     config = TrainConfig(model_dir=str(tmp_path / 'est'), batch_size=32, train_epochs=1,
                          epochs_per_eval=0, learning_rate=0.1, data_format='channels_last',
                          max_steps=80)

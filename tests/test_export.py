@@ -6,9 +6,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from models.compat import tf
 
 from conftest import PYTHON, ROOT, SMALL, call_main, child_environment
+from models.compat import tf
 from utils import data
 from utils.config import ModelConfig
 from utils.inference import inference

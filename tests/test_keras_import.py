@@ -4,9 +4,9 @@ import re
 
 import numpy as np
 import pytest
-from models.compat import tf
 
 import models
+from models.compat import tf
 from models.keras_import import load_keras_weights, preprocess_input
 from utils.predict import Predictor
 

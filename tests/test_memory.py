@@ -1,8 +1,8 @@
 """Training memory: efficient grows with depth far slower than naive, and the helper is right."""
 import numpy as np
-from models.compat import tf
 
 import models
+from models.compat import tf
 from utils import memory
 
 BATCH, SIZE, GROWTH = 32, 16, 12

@@ -3,11 +3,11 @@ import os
 
 import numpy as np
 import pytest
-from models.compat import tf
 
 import models
 from conftest import load_random_weights
 from models import layers as L
+from models.compat import tf
 
 BATCH, SIZE, CLASSES = 4, 8, 10
 

@@ -10,18 +10,17 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from models.compat import tf
 
-from conftest import PYTHON, ROOT, SMALL, call_main
+from conftest import DIGITS_BC16, PYTHON, ROOT, SMALL, call_main
+from models.compat import tf
 from test_data import _Payload, _write_cifar_bin, _cifar_images, make_cifar10_bin, \
     make_cifar_py, make_imagenet
 from utils import data, distribution, optimizer, run_loop
-from utils.config import ModelConfig, TrainConfig
+from utils.config import TrainConfig
 from utils.errors import TrainingError
 
 # Slow enough per step (~40 steps/s here) that a poll sees the checkpoints go by.
@@ -155,14 +154,12 @@ class _BreakModelDir(tf.train.SessionRunHook):
 @pytest.mark.slow
 def test_a_failing_save_stops_training_with_a_message(tmp_path):
     model_dir = str(tmp_path / 'run')
-    model = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc', depth=16,
-                        growth_rate=4, num_classes=10, image_size=8)
     config = TrainConfig(model_dir=model_dir, batch_size=16, train_epochs=1, max_steps=30,
                          epochs_per_eval=0, learning_rate=0.05, data_format='channels_last',
                          save_checkpoint_steps=10, log_every_steps=10)
     with pytest.raises(TrainingError, match=r'could not write the checkpoint at step '
                                             r'20 to %s \(.*\); stopping' % model_dir):
-        run_loop.train(data.get_dataset('digits'), model, config,
+        run_loop.train(data.get_dataset('digits'), DIGITS_BC16, config,
                        extra_hooks=[_BreakModelDir(model_dir, 15)])
 
 

@@ -10,7 +10,7 @@ import os
 from typing import Optional, Tuple
 
 from models.densenet import Recomputation
-from utils.errors import CheckpointError, UsageError
+from utils.errors import CheckpointError
 
 CONFIG_FILE = 'config.json'
 
@@ -145,10 +145,3 @@ class TrainConfig(object):
     def eval_every_steps(self, train_size, workers=1):
         return max(1, int(self.epochs_per_eval * self.steps_per_epoch(train_size, workers)))
 
-
-def check_model_dir(model_dir, model):
-    """UsageError if `model_dir` holds a config.json of another model than `model`."""
-    saved = ModelConfig.load(model_dir)
-    if saved and saved.difference(model):
-        raise UsageError('%s holds another model (%s); use a new --model_dir' % (
-            model_dir, saved.difference(model)))
