@@ -134,7 +134,12 @@ def load_keras_weights(sess, path, variables, new_classifier=False):
     """Loads a Keras DenseNet .h5 into `variables` (our densenet121/169/201 graph); returns the
     variables left as they were (a classifier of another class count, with `new_classifier`)."""
     pairs, skipped = keras_values(path, variables, new_classifier)
-    # One run for all (Variable.load runs once per variable: slow in a large, finalized graph).
+    assign(sess, pairs)
+    return skipped
+
+
+def assign(sess, pairs):
+    """Gives each variable of [(variable, value)] its value, in one run (Variable.load runs once
+    per variable: slow in a large, finalized graph)."""
     sess.run([var.initializer for var, _ in pairs],
              {var.initializer.inputs[1]: value for var, value in pairs})
-    return skipped

@@ -175,3 +175,20 @@ def test_a_model_dir_of_the_previous_release_resumes_evaluates_and_exports(tmp_p
     assert re.search(r'model\.ckpt-5 \(step 5\): loss [\d.]+, top-1 [\d.]+% on 360', evaluated)
     entry('export.py', '--model_dir', model_dir, '--output', str(tmp_path / 'v9.pb'))
     assert os.path.getsize(str(tmp_path / 'v9.pb')) > 10000
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_another_model_without_config_json_is_refused_untouched(tmp_path,
+                                                                                 entry):
+    """As an Estimator or an older tool leaves a directory: checkpoints, no config.json."""
+    model_dir = str(tmp_path / 'run')
+    entry('train.py', '--model_dir', model_dir, '--max_steps', '2', '--epochs_per_eval', '0',
+          *SMALL)
+    os.remove(os.path.join(model_dir, 'config.json'))
+    before = sorted(os.listdir(model_dir))
+    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '4', '--depth', '22',
+                  '--growth_rate', '4', check=False)
+    assert other.returncode == 1 and re.match(
+        r'error: \S+model\.ckpt-2 was written by another architecture: it has no variable '
+        r'densenet/denseblock1/denselayer3/', other.stderr), other.stderr
+    assert sorted(os.listdir(model_dir)) == before

@@ -123,3 +123,18 @@ def test_train_refuses_a_bad_init_from_keras_before_building(tmp_path, entry, ar
     proc = entry('train.py', *argv, check=False)
     assert proc.returncode == 1 and re.search(message, proc.stderr), proc.stderr
     assert not (tmp_path / 'run').exists()
+
+
+@pytest.mark.slow
+def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry):
+    """A file that is no Keras DenseNet is refused once the graph exists, before --model_dir is
+    created (the weights are assigned later, when the session starts)."""
+    bad = tmp_path / 'weights.h5'
+    bad.write_text('not HDF5')
+    model_dir = tmp_path / 'run'
+    proc = entry('train.py', '--dataset', 'synthetic', '--model', 'densenet121', '--efficient',
+                 'False', '--batch_size', '2', '--max_steps', '1', '--init_from_keras', str(bad),
+                 '--model_dir', str(model_dir), check=False)
+    assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
+    assert re.match(r'error: %s: not a readable \.h5 file' % re.escape(str(bad)), proc.stderr)
+    assert not model_dir.exists()

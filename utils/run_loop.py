@@ -7,9 +7,10 @@ import logging
 import os
 import shutil
 
+from models import SCOPE
 from models.compat import tf
 from utils import distribution, hooks, optimizer
-from utils.checkpoints import checkpoint_step
+from utils.checkpoints import check_compatible, checkpoint_step
 from utils.errors import CheckpointError, TrainingError
 
 LOG = logging.getLogger('densenet')
@@ -42,8 +43,14 @@ def train(dataset, model, config, extra_hooks=()):
                                 MAX_NONFINITE_FP16_STEPS if config.fp16 else 1, signals, dist)
         all_hooks = ([tf.train.StopAtStepHook(last_step=last_step), guard] + dist.hooks() +
                      list(extra_hooks))
+        # Rank 0 loads the Keras weights of a new run; Horovod's broadcast hook copies them.
+        init_fn = _keras_init_fn(config.init_from_keras) if (
+            config.init_from_keras and dist.is_chief and not start) else None
         if dist.is_chief:
             all_hooks += _chief_hooks(dataset, model, config, step, start, last_step, dist)
+            if start:  # a checkpoint of another model, in a directory without config.json
+                check_compatible(tf.train.latest_checkpoint(config.model_dir),
+                                 tf.global_variables(scope=SCOPE))
             # The graph is built, so bad data and bad settings have been named: only now is
             # --model_dir written to.
             check_model_dir(config.model_dir, tf.global_variables())
@@ -52,7 +59,7 @@ def train(dataset, model, config, extra_hooks=()):
                      model.data_name, config.batch_size, config.efficient,
                      'fp16' if config.fp16 else 'fp32')
         with signals.handled():
-            last = _run(step.train_op, all_hooks, config, dist, start)
+            last = _run(step.train_op, all_hooks, init_fn, config, dist, start)
     tf.summary.FileWriterCache.clear()  # flushes and closes the summary writers
     if guard.stopped_by:
         LOG.info('stopped by %s at step %d; checkpoint saved: %s', guard.stopped_by, last,
@@ -83,11 +90,9 @@ def _chief_hooks(dataset, model, config, step, start, last_step, dist):
     return chief
 
 
-def _run(train_op, all_hooks, config, dist, step):
-    """Runs `train_op` from global step `step` until a hook stops it; returns the last step."""
-    # Rank 0 loads the Keras weights of a new run; Horovod's broadcast hook copies them.
-    init_fn = _keras_init_fn(config.init_from_keras) if (
-        config.init_from_keras and dist.is_chief) else None
+def _run(train_op, all_hooks, init_fn, config, dist, step):
+    """Runs `train_op` from global step `step` until a hook stops it; returns the last step.
+    `init_fn(scaffold, session)`, if given, initialises a run no checkpoint restores."""
     scaffold = tf.train.Scaffold(init_fn=init_fn)
     saver = [hooks.CheckpointSaver(config.model_dir, config.save_checkpoint_steps, scaffold)]
     global_step = tf.train.get_global_step()
@@ -144,14 +149,16 @@ def _poison(images, first, count):
 
 def _keras_init_fn(path):
     """A Scaffold init_fn (it runs only when no checkpoint was restored) that loads a Keras
-    DenseNet .h5; a classifier of another class count keeps its fresh initialisation."""
-    from models.keras_import import load_keras_weights
+    DenseNet .h5; a classifier of another class count keeps its fresh initialisation. The file
+    is read and checked against the graph here, before anything is written to --model_dir."""
+    from models.keras_import import assign, keras_values
+    try:
+        pairs, skipped = keras_values(path, tf.global_variables(), new_classifier=True)
+    except ValueError as e:  # not a Keras DenseNet, or one of another architecture
+        raise CheckpointError(str(e))
 
     def init_fn(scaffold, sess):
-        try:
-            skipped = load_keras_weights(sess, path, tf.global_variables(), new_classifier=True)
-        except ValueError as e:  # a file of another architecture
-            raise CheckpointError(str(e))
+        assign(sess, pairs)
         LOG.info('initialised from %s%s', path, ' (new classifier: %s)' % ', '.join(
             '%s %s' % (v.op.name, v.shape.as_list()) for v in skipped) if skipped else '')
     return init_fn
