@@ -49,9 +49,10 @@ def run(args):
     dist = distribution.current()  # Horovod's init, if launched by horovodrun
     saved = ModelConfig.load(args.model_dir)
     model = flags.resolve_model(args, saved)
-    if saved and saved.difference(model):
+    changed = saved.difference(model) if saved else ''
+    if changed:
         raise UsageError('%s holds another model (%s); use a new --model_dir' % (
-            args.model_dir, saved.difference(model)))
+            args.model_dir, changed))
     config = flags.resolve_training(args, model, flags.data_format(args.data_format, dist.gpu))
     if config.init_from_keras:
         flags.check_keras_source(config.init_from_keras, model.model)

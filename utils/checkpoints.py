@@ -43,20 +43,28 @@ def check_compatible(checkpoint, variables, why=''):
                                                        why))
 
 
+def keras_weights_for(path, variables, new_classifier=False):
+    """`models.keras_import.keras_values`, read and checked against `variables`, with a
+    CheckpointError naming what does not fit (not a Keras DenseNet, another architecture)."""
+    from models.keras_import import keras_values
+    try:
+        return keras_values(path, variables, new_classifier)
+    except ValueError as e:
+        raise CheckpointError(str(e))
+
+
 def restorer(checkpoint=None, keras_weights=None, why=''):
     """fn(sess, variables) filling a model's variables from a checkpoint, or else from a Keras
     DenseNet .h5; either is checked against the graph first (CheckpointError if it does not
     fit; `why` as in `check_compatible`)."""
-    from models.keras_import import load_keras_weights
+    from models.keras_import import assign
 
     def restore(sess, variables):
         if checkpoint:
             check_compatible(checkpoint, variables, why)
             tf.train.Saver(variables).restore(sess, checkpoint)
         else:
+            pairs, _ = keras_weights_for(keras_weights, variables)
             sess.run(tf.variables_initializer(variables))
-            try:
-                load_keras_weights(sess, keras_weights, variables)
-            except ValueError as e:
-                raise CheckpointError(str(e))
+            assign(sess, pairs)
     return restore

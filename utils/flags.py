@@ -151,7 +151,8 @@ def add_keras_flag(parser, purpose):
 def resolve_model(args, saved=None, default_dataset='digits'):
     """The ModelConfig the flags in `args` ask for: each flag left unset is taken from `saved`
     (--model_dir's config.json) if there is one, else from the dataset's defaults. train.py,
-    eval.py and export.py all build their model this way; UsageError if it cannot be built."""
+    eval.py and export.py all build their model this way; UsageError if it cannot be built
+    (with train.py's --efficient, when `args` has it)."""
     def flag(name):
         return getattr(args, name, None)
 
@@ -181,7 +182,7 @@ def resolve_model(args, saved=None, default_dataset='digits'):
         depth=pick('depth', defaults.depth), growth_rate=pick('growth_rate', defaults.growth_rate),
         num_classes=cls.num_classes, image_size=image_size,
         mfm_transitions=pick('mfm_transitions', ()), mfm_layers=pick('mfm_layers', ()))
-    _check_buildable(model)
+    _check_buildable(model, flag('efficient') or False)
     return model
 
 
@@ -210,8 +211,8 @@ def data_format(flag, gpu):
 
 
 def resolve_training(args, model, layout):
-    """The TrainConfig of train.py's flags; unset ones from the dataset's defaults."""
-    _check_buildable(model, args.efficient)
+    """The TrainConfig of train.py's flags for `model` (from `resolve_model`, which checked
+    them against it); unset ones from the dataset's defaults."""
     defaults = data.defaults(model.dataset, model.synthetic)
     batch_size = args.batch_size or defaults.batch_size
     return TrainConfig(

@@ -10,8 +10,8 @@ import shutil
 from models import SCOPE
 from models.compat import tf
 from utils import distribution, hooks, optimizer
-from utils.checkpoints import check_compatible, checkpoint_step
-from utils.errors import CheckpointError, TrainingError
+from utils.checkpoints import check_compatible, checkpoint_step, keras_weights_for
+from utils.errors import TrainingError
 
 LOG = logging.getLogger('densenet')
 
@@ -151,11 +151,8 @@ def _keras_init_fn(path):
     """A Scaffold init_fn (it runs only when no checkpoint was restored) that loads a Keras
     DenseNet .h5; a classifier of another class count keeps its fresh initialisation. The file
     is read and checked against the graph here, before anything is written to --model_dir."""
-    from models.keras_import import assign, keras_values
-    try:
-        pairs, skipped = keras_values(path, tf.global_variables(), new_classifier=True)
-    except ValueError as e:  # not a Keras DenseNet, or one of another architecture
-        raise CheckpointError(str(e))
+    from models.keras_import import assign
+    pairs, skipped = keras_weights_for(path, tf.global_variables(), new_classifier=True)
 
     def init_fn(scaffold, sess):
         assign(sess, pairs)
