@@ -17,7 +17,8 @@ def parse_args(argv):
                         help='recompute dense layers in back-prop: linear memory (default True); '
                              'every=N: only every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--train_epochs', type=flags.positive, default=None,
-                        help='epochs to train (dataset default: digits 30, CIFAR 300, ImageNet 90)')
+                        help='epochs to train (dataset default: digits 30, (Fashion-)MNIST 15, '
+                             'CIFAR 300, ImageNet 90)')
     parser.add_argument('--max_steps', type=flags.positive_int, default=None,
                         help='stop at this global step instead (overrides --train_epochs)')
     parser.add_argument('--epochs_per_eval', type=flags.non_negative, default=None,
@@ -33,7 +34,8 @@ def parse_args(argv):
     parser.add_argument('--log_every_steps', type=flags.positive_int, default=50)
     parser.add_argument('--seed', type=int, default=None, help='graph-level random seed')
     parser.add_argument('--download', type=flags.str2bool, default=False,
-                        help='fetch CIFAR into --data_dir first if it is not there')
+                        help='fetch CIFAR, MNIST or Fashion-MNIST into --data_dir (default '
+                             'data) first if it is not there')
     flags.add_keras_flag(parser, 'start a new run from (fine-tuning; a classifier of another '
                          'class count starts fresh)')
     parser.add_argument('--inject_nan', type=flags.batch_range, default=None,
@@ -58,11 +60,10 @@ def run(args):
         flags.check_keras_source(config.init_from_keras, model.model)
     cli.LOG.debug('%s; %s; %s (rank %d of %d)', model, config, type(dist).__name__, dist.rank,
                   dist.size)
-    data_dir = args.data_dir
-    if args.download and model.dataset in ('cifar10', 'cifar100') and not model.synthetic:
-        from utils.download import download_cifar
-        data_dir = data_dir or 'data'
-        download_cifar(model.dataset, data_dir)
+    data_dir = args.data_dir or data.default_data_dir(model.dataset)
+    if args.download and not model.synthetic and model.dataset in data.DOWNLOADABLE:
+        from utils.download import download
+        data_dir = download(model.dataset, data_dir or 'data')
     run_loop.train(data.for_model(model, data_dir), model, config)
 
 

@@ -19,6 +19,7 @@ from conftest import DIGITS_BC16, PYTHON, ROOT, SMALL, call_main
 from models.compat import tf
 from test_data import _Payload, _write_cifar_bin, _cifar_images, make_cifar10_bin, \
     make_cifar_py, make_imagenet
+from test_idx import make_idx_dataset, write_idx
 from utils import data, distribution, optimizer, run_loop
 from utils.config import TrainConfig
 from utils.errors import TrainingError
@@ -266,6 +267,20 @@ def _cifar_pickle_payload(tmp):
     return ['--dataset', 'cifar10', '--data_dir', tmp]
 
 
+def _idx_truncated(tmp):
+    make_idx_dataset(tmp)
+    path = os.path.join(tmp, 'train-images-idx3-ubyte.gz')
+    with open(path, 'r+b') as f:
+        f.truncate(os.path.getsize(path) // 2)
+    return ['--dataset', 'fashion_mnist', '--data_dir', tmp]
+
+
+def _idx_count_mismatch(tmp):
+    make_idx_dataset(tmp, gz=False)
+    write_idx(os.path.join(tmp, 't10k-labels-idx1-ubyte'), [1, 2, 3])
+    return ['--dataset', 'mnist', '--data_dir', tmp]
+
+
 def _corrupt_tfrecord(tmp):
     make_imagenet(tmp)
     with open(os.path.join(tmp, 'train-00000-of-00001'), 'r+b') as f:
@@ -287,6 +302,9 @@ BAD_TRAIN_INPUTS = [
     ('label out of range', _cifar_bad_label, r'data_batch_1\.bin: label 12 out of range'),
     ('pickle payload', _cifar_pickle_payload, r'data_batch_1: not a CIFAR python batch '
                                               r'\(refusing to load (posix|os)\.system\)'),
+    ('truncated IDX gzip', _idx_truncated, r'train-images-idx3-ubyte\.gz: unreadable'),
+    ('IDX count mismatch', _idx_count_mismatch, r't10k-labels-idx1-ubyte holds 3 labels but '
+                                                r'.*t10k-images-idx3-ubyte holds 20 images'),
     ('corrupt TFRecord', _corrupt_tfrecord, r'train-00000-of-00001: not a readable TFRecord'),
     ('unwritable model dir', _not_a_directory, r'cannot write to --model_dir .*file/run: '
                                                r'Not a directory'),

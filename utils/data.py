@@ -1,4 +1,5 @@
-"""Input pipelines (tf.data) for digits, CIFAR-10/100, ImageNet TFRecords and synthetic data.
+"""Input pipelines (tf.data) for digits, MNIST, Fashion-MNIST, CIFAR-10/100, ImageNet TFRecords
+and synthetic data.
 
 Every pipeline yields raw pixel values as float32 NHWC and int32 labels; normalisation by the
 dataset's per-channel mean and std happens in the model graph (`Dataset.normalize`), so that an
@@ -13,10 +14,12 @@ import numpy as np
 
 from models.compat import tf
 from models.keras_import import PIXEL_MEAN, PIXEL_STD
+from utils import idx
 from utils.errors import DataError
 
-DATASETS = ('digits', 'cifar10', 'cifar100', 'imagenet', 'synthetic')
-SYNTHETIC_LIKE = ('cifar10', 'cifar100', 'imagenet')
+DATASETS = ('digits', 'mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet', 'synthetic')
+SYNTHETIC_LIKE = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100', 'imagenet')
+DOWNLOADABLE = ('mnist', 'fashion_mnist', 'cifar10', 'cifar100')  # by train.py --download
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +127,71 @@ class Digits(Dataset):
         if training:  # shift by up to one pixel
             image = tf.image.random_crop(tf.pad(image, [[1, 1], [1, 1], [0, 0]]), [8, 8, 1])
         return image
+
+
+class _Idx(Dataset):
+    """A 28x28 grey, 10-class dataset in the four original IDX files (gzipped or not), read
+    and checked whole when the dataset is made, so a bad file stops a run before it writes."""
+    image_shape = (28, 28, 1)
+    num_classes = 10
+    train_size = 60000
+    test_size = 10000
+    FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+    SYSTEM_DIR = None  # where a system package installs the files, if one does
+    FLIP = False
+
+    def __init__(self, data_dir):
+        data_dir = data_dir or default_data_dir(self.name)
+        if not data_dir or not os.path.isdir(data_dir):
+            hint = (' or, on Debian/Ubuntu, apt-get install dataset-fashion-mnist'
+                    if self.SYSTEM_DIR else '')
+            raise DataError('%s: no %s data directory (get the files with: python train.py '
+                            '--dataset %s --data_dir DIR --download True%s)' % (
+                                data_dir or '(no --data_dir)', self.name, self.name, hint))
+        self.dir = data_dir
+        self._splits = dict(
+            (training, idx.read_split(data_dir, images, labels, self.image_shape[0],
+                                      self.num_classes))
+            for training, (images, labels) in self.FILES.items())
+        self.train_size = len(self._splits[True][1])
+        self.test_size = len(self._splits[False][1])
+
+    def _examples(self, training):
+        return _from_arrays(*self._splits[training])
+
+    def _preprocess(self, image, training):
+        image = tf.cast(image, tf.float32)
+        if training:  # shift by up to two pixels; mirror only where that keeps the class
+            image = tf.image.random_crop(tf.pad(image, [[2, 2], [2, 2], [0, 0]]), [28, 28, 1])
+            if self.FLIP:
+                image = tf.image.random_flip_left_right(image)
+        return image
+
+
+class Mnist(_Idx):
+    """LeCun et al.'s handwritten digits: 60,000 training and 10,000 test images."""
+    name = 'mnist'
+    mean = [33.32]   # 0.1307 and 0.3081 of 255: the training images' statistics
+    std = [78.57]
+    defaults = Defaults('densenet_bc', 40, 12, 64, 15, 5)
+
+
+class FashionMnist(_Idx):
+    """Zalando's Fashion-MNIST (MIT licence): 10 kinds of clothing, MNIST's size and format.
+    Debian's dataset-fashion-mnist package installs it in SYSTEM_DIR, the default --data_dir."""
+    name = 'fashion_mnist'
+    mean = [72.94]   # 0.2860 and 0.3530 of 255: the training images' statistics
+    std = [90.02]
+    defaults = Defaults('densenet_bc', 40, 12, 64, 15, 5)
+    SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
+    FLIP = True   # clothes are left-right symmetric; digits are not
+
+
+def default_data_dir(name):
+    """The directory a system package installed dataset `name` in, if it exists, else None."""
+    system_dir = getattr(CLASSES[name], 'SYSTEM_DIR', None)
+    return system_dir if system_dir and os.path.isdir(system_dir) else None
 
 
 class _Cifar(Dataset):
@@ -376,7 +444,8 @@ class DatasetSpec(Dataset):
         self.mean, self.std, self.defaults = like.mean, like.std, like.defaults
 
 
-CLASSES = {'digits': Digits, 'cifar10': Cifar10, 'cifar100': Cifar100, 'imagenet': ImageNet}
+CLASSES = {'digits': Digits, 'mnist': Mnist, 'fashion_mnist': FashionMnist, 'cifar10': Cifar10,
+           'cifar100': Cifar100, 'imagenet': ImageNet}
 
 
 def synthetic_defaults(like):
@@ -385,19 +454,19 @@ def synthetic_defaults(like):
 
 
 def defaults(name, synthetic=False):
-    """The `Defaults` of dataset `name` (digits, cifar10, cifar100, imagenet), or of synthetic
-    data shaped like it."""
+    """The `Defaults` of dataset `name` (not synthetic), or of synthetic data shaped like it."""
     like = CLASSES[name].defaults
     return synthetic_defaults(like) if synthetic else like
 
 
 def spec(name, image_size=None):
-    """The `DatasetSpec` of digits, cifar10, cifar100 or imagenet; reads no data directory."""
+    """The `DatasetSpec` of a dataset (not synthetic); reads no data directory."""
     if name == 'digits':
         return Digits()  # bundled with scikit-learn
-    if name in ('cifar10', 'cifar100', 'imagenet'):
-        size = image_size or CLASSES[name].image_shape[0]
-        return DatasetSpec(CLASSES[name], (size, size, 3))
+    if name in CLASSES:
+        height, _, channels = CLASSES[name].image_shape
+        size = image_size or height
+        return DatasetSpec(CLASSES[name], (size, size, channels))
     raise ValueError('unknown dataset %r; choose one of %s' % (name, ', '.join(DATASETS)))
 
 
@@ -405,7 +474,7 @@ def get_dataset(name, data_dir=None, image_size=None, synthetic_like='cifar10'):
     """The `Dataset` called `name`; raises DataError if its files are missing or malformed."""
     if name == 'digits':
         return Digits(data_dir)
-    if name in ('cifar10', 'cifar100'):
+    if name in ('mnist', 'fashion_mnist', 'cifar10', 'cifar100'):
         return CLASSES[name](data_dir)
     if name == 'imagenet':
         return ImageNet(data_dir, image_size or ImageNet.image_shape[0])

@@ -1,4 +1,5 @@
-"""Fetch a CIFAR release, check its size and MD5, and extract it safely."""
+"""Fetch a dataset's official files and check their size and MD5: CIFAR's archive (extracted
+safely), MNIST's and Fashion-MNIST's four IDX files (kept gzipped, as the reader takes them)."""
 import hashlib
 import os
 import shutil
@@ -16,6 +17,75 @@ ARCHIVES = {
     'cifar100': ('cifar-100-binary.tar.gz', 168513733, '03b5dce01913d631647c71ecec9e9cb8',
                  'cifar-100-binary'),
 }
+# dataset -> (addresses tried in order, {file: md5}). MNIST's own site now refuses most
+# downloads, so its mirror (the one torchvision uses) comes first.
+IDX_FILES = {
+    'fashion_mnist': (('http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',), {
+        'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
+        'train-labels-idx1-ubyte.gz': '25c81989df183df01b3e8a0aad5dffbe',
+        't10k-images-idx3-ubyte.gz': 'bef4ecab320f06d8554ea6380940ec79',
+        't10k-labels-idx1-ubyte.gz': 'bb300cfdad3c16e7a12a480ee83cd310'}),
+    'mnist': (('https://ossci-datasets.s3.amazonaws.com/mnist/',
+               'http://yann.lecun.com/exdb/mnist/'), {
+        'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+        'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
+        't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
+        't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c'}),
+}
+
+
+def download(name, data_dir, progress=True):
+    """Fetches dataset `name` (cifar10, cifar100, mnist, fashion_mnist) into `data_dir` unless it
+    is already there; returns the directory to read it from."""
+    if name in ARCHIVES:
+        return download_cifar(name, data_dir, progress=progress)
+    return download_idx(name, data_dir, progress=progress)
+
+
+def download_idx(name, data_dir, base_urls=None, md5s=None, progress=True):
+    """Fetches each of `name`'s four IDX files that `data_dir` lacks (gzipped or not), checking
+    its MD5, and returns `data_dir`. `base_urls` and `md5s` override the official ones."""
+    official_urls, official_md5s = IDX_FILES[name]
+    base_urls, md5s = base_urls or official_urls, md5s or official_md5s
+    for archive, md5 in sorted(md5s.items()):
+        if any(os.path.isfile(os.path.join(data_dir, n)) for n in (archive, archive[:-3])):
+            continue
+        errors = []
+        for base in base_urls:
+            try:
+                _download_file(base + archive, data_dir, archive, None, md5, progress)
+                break
+            except DataError as e:
+                errors.append(str(e))
+        else:
+            raise DataError('; '.join(errors))
+    return data_dir
+
+
+def _download_file(url, data_dir, name, size, md5, progress, then=None):
+    """Downloads `url` to a temporary file in `data_dir`, checks its size (unless None) and MD5,
+    then calls `then(temporary path)` if given, else renames it to `name`. A failed or bad
+    download leaves nothing behind."""
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=name + '.', suffix='.part', dir=data_dir)
+    except OSError as e:
+        raise DataError('cannot download into --data_dir %s: %s' % (data_dir, e.strerror or e))
+    try:
+        with os.fdopen(fd, 'wb') as out:
+            digest = _fetch(url, out, progress)
+        got = os.path.getsize(tmp)
+        if size is not None and got != size:
+            raise DataError('%s: got %d bytes, expected %d' % (url, got, size))
+        if digest != md5:
+            raise DataError('%s: MD5 %s, expected %s (corrupt or wrong file)' % (url, digest, md5))
+        if then is not None:
+            then(tmp)
+        else:
+            os.replace(tmp, os.path.join(data_dir, name))
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def download_cifar(name, data_dir, url=None, size=None, md5=None, progress=True):
@@ -28,23 +98,8 @@ def download_cifar(name, data_dir, url=None, size=None, md5=None, progress=True)
     url = url or _BASE + archive
     size = official_size if size is None and url == _BASE + archive else size
     md5 = md5 or official_md5
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=archive + '.', suffix='.part', dir=data_dir)
-    except OSError as e:
-        raise DataError('cannot download into --data_dir %s: %s' % (data_dir, e.strerror or e))
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            digest = _fetch(url, out, progress)
-        got = os.path.getsize(tmp)
-        if size is not None and got != size:
-            raise DataError('%s: got %d bytes, expected %d' % (url, got, size))
-        if digest != md5:
-            raise DataError('%s: MD5 %s, expected %s (corrupt or wrong file)' % (url, digest, md5))
-        _extract(tmp, data_dir, subdir)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _download_file(url, data_dir, archive, size, md5, progress,
+                   then=lambda path: _extract(path, data_dir, subdir))
     if not os.path.isdir(target):
         raise DataError('%s: the archive has no %s/ directory' % (url, subdir))
     return target

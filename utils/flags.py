@@ -109,10 +109,13 @@ def add_model_flags(parser):
     """Flags that choose the data and the network. Unset (None), they come from --model_dir's
     config.json if there is one, else from the dataset's defaults (see `resolve_model`)."""
     parser.add_argument('--dataset', choices=data.DATASETS, default=None,
-                        help='digits (bundled, the default), cifar10, cifar100, imagenet, synthetic')
+                        help='digits (bundled, the default), mnist, fashion_mnist, cifar10, '
+                             'cifar100, imagenet, synthetic')
     parser.add_argument('--synthetic_like', choices=data.SYNTHETIC_LIKE, default=None,
                         help='shape and classes of --dataset synthetic (default cifar10)')
-    parser.add_argument('--data_dir', default=None, help='where the dataset lives')
+    parser.add_argument('--data_dir', default=None,
+                        help='where the dataset lives (fashion_mnist: Debian\'s '
+                             '/usr/share/datasets/fashion-mnist when it exists)')
     parser.add_argument('--model_dir', default='runs/model',
                         help='checkpoints, TensorBoard summaries and config.json')
     parser.add_argument('--model', choices=MODEL_NAMES, default=None,
