@@ -60,9 +60,15 @@ def test_a_broken_config_json_is_named(tmp_path):
         with open(str(tmp_path / 'config.json'), 'w') as f:
             f.write(values if isinstance(values, str) else json.dumps(values))
         return ModelConfig.load(str(tmp_path))
-    with pytest.raises(CheckpointError, match=r'config\.json: depth must be an integer, got '
-                                              r'None'):
-        load(dict(DIGITS_BC16.to_json(), depth=None))
+    for change, message in (
+            (dict(depth=None), r'depth must be a positive integer, got None'),
+            (dict(growth_rate=-4), r'growth_rate must be a positive integer, got -4'),
+            (dict(dataset='nope'), r'unknown dataset \'nope\' \(one of digits, mnist, '),
+            (dict(model='resnet'), r'unknown model \'resnet\' \(one of densenet_bc, '),
+            (dict(synthetic='no'), r'synthetic must be true or false, got \'no\''),
+            (dict(mfm_layers=3), r'mfm_layers must be a list of block numbers, got 3')):
+        with pytest.raises(CheckpointError, match=r'config\.json: ' + message):
+            load(dict(DIGITS_BC16.to_json(), **change))
     incomplete = DIGITS_BC16.to_json()
     del incomplete['model'], incomplete['depth']
     with pytest.raises(CheckpointError, match=r'config\.json: no model, depth \(not a '

@@ -6,6 +6,7 @@ import http.server
 import io
 import os
 import pickle
+import re
 import tarfile
 import threading
 
@@ -147,6 +148,47 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
     assert not os.path.exists(marker)
 
 
+def _python_batch(path, pixels, labels):
+    with open(path, 'wb') as f:
+        pickle.dump({b'data': pixels, b'labels': labels}, f, protocol=2)
+
+
+_PIXELS = np.random.RandomState(0).randint(0, 256, size=(2, 3072))
+
+
+@pytest.mark.parametrize('pixels, labels, message', [
+    (_PIXELS / 255.0, [1, 2], r'pixels of type float64, expected uint8'),
+    (np.full((2, 3072), np.nan, np.float32), [1, 2], r'pixels of type float32'),
+    (-_PIXELS.astype(np.float64), [1, 2], r'pixels of type float64'),
+    (np.random.RandomState(0).randint(200, 1000, (2, 3072)).astype(np.int16), [1, 2],
+     r'pixel values 2\d\d\.\.9\d\d, expected 0-255'),
+    (_PIXELS[:0], [], r'expected data of shape \(N, 3072\), N > 0, got \(0, 3072\)'),
+    (_PIXELS, [1.0, float('nan')], r'label nan is not a class number'),
+    (_PIXELS, [1, 3.7], r'label 3\.7 is not a class number'),
+    (_PIXELS, [[1], [2]], r'labels of shape \(2, 1\), expected a flat list'),
+    (_PIXELS, ['1', '2'], r'labels of type <U1, expected integers'),
+], ids=['float-0-1', 'nan', 'negative', 'int16-200-999', 'no-images', 'nan-label',
+        'fractional-label', '2d-labels', 'string-labels'])
+def test_python_batches_of_other_values_are_refused(tmp_path, pixels, labels, message):
+    d = make_cifar_py(str(tmp_path))
+    path = os.path.join(d, 'data_batch_4')
+    _python_batch(path, pixels, labels)
+    cifar = data.get_dataset('cifar10', str(tmp_path))
+    with pytest.raises(data.DataError, match=re.escape(path) + ': ' + message):
+        cifar.input_fn(True, 2)
+    _python_batch(path, _PIXELS.astype(np.int64), [1.0, 2.0])  # whole numbers of other types pass
+    images, labels = _take(cifar, training=True, batch_size=7)  # 4 files of 3, one of 2
+    assert images.shape[0] == 14 and labels.dtype == np.int32
+
+
+def test_empty_binary_file_is_refused_instead_of_hanging(tmp_path):
+    d, _ = make_cifar10_bin(str(tmp_path))
+    open(os.path.join(d, 'data_batch_5.bin'), 'w').close()
+    with pytest.raises(data.DataError, match=r'data_batch_5\.bin: empty CIFAR binary file '
+                                             r'\(0 bytes is not a positive multiple'):
+        data.get_dataset('cifar10', str(tmp_path))
+
+
 def test_truncated_binary_file_is_reported(tmp_path):
     d, _ = make_cifar10_bin(str(tmp_path))
     path = os.path.join(d, 'data_batch_3.bin')
@@ -184,7 +226,7 @@ def _png(height, width, seed):
         return sess.run(tf.image.encode_png(image))
 
 
-def make_imagenet(root, n=3):
+def make_imagenet(root, n=3, first_label=1):
     for prefix in ('train', 'validation'):
         path = os.path.join(root, '%s-00000-of-00001' % prefix)
         with tf.io.TFRecordWriter(path) as writer:
@@ -193,7 +235,7 @@ def make_imagenet(root, n=3):
                     'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(
                         value=[_png(30 + i, 40, i)])),
                     'image/class/label': tf.train.Feature(int64_list=tf.train.Int64List(
-                        value=[i + 1])),
+                        value=[i + first_label])),
                 }))
                 writer.write(example.SerializeToString())
 
@@ -207,6 +249,13 @@ def test_imagenet_tfrecords(tmp_path):
     train_images, _ = _take(imagenet, training=True, batch_size=3)
     assert train_images.shape == (3, 16, 16, 3)
     assert 0 <= train_images.min() and train_images.max() <= 255
+
+
+def test_imagenet_zero_based_labels_are_named_up_front(tmp_path):
+    make_imagenet(str(tmp_path), first_label=0)  # an export with 0-based labels
+    with pytest.raises(data.DataError, match=r'train-00000-of-00001: first record\'s '
+                                             r'image/class/label is 0, expected one of 1\.\.1000'):
+        data.get_dataset('imagenet', str(tmp_path), image_size=16)
 
 
 def test_corrupt_tfrecords_are_named_up_front_or_fail_with_data_loss(tmp_path):

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT, SMALL, call_main, child_environment
+from conftest import PYTHON, ROOT, SMALL, call_main, child_environment, run
 from models.compat import tf
 from utils import data
 from utils.config import ModelConfig
@@ -115,6 +115,54 @@ def test_export_errors_are_one_line(trained, tmp_path, entry):
     assert re.search(r'another architecture: densenet/stem/conv0/kernel is \[3, 3, 1, 8\] '
                      r'there, \[3, 3, 1, 12\] in this model', mismatch.stderr), \
         mismatch.stderr
+
+
+def _unknown_op_graph(path):
+    graph_def = tf.GraphDef()
+    graph_def.node.add(name='x', op='NoSuchOp')
+    path.write_bytes(graph_def.SerializeToString())
+
+
+def _variable_input_graph(path):
+    with tf.Graph().as_default() as graph:
+        v = tf.Variable(1.0, name='input')
+        tf.identity(v, name='logits')
+        tf.identity(v, name='probabilities')
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('write, message', [
+    ('saved_model', r'saved_model\.pb: not a readable frozen graph'),
+    ('meta', r'model\.ckpt-10\.meta: not a readable frozen graph'),
+    (_unknown_op_graph, r'graph\.pb: not a graph this TensorFlow can run \(Op type not '
+                        r'registered \'NoSuchOp\''),
+    (_variable_input_graph, r'graph\.pb: not a graph written by export\.py \(its \'input\' is a '
+                            r'Variable'),
+    ('image', r'bad\.png: not a readable PNG, JPEG, GIF or BMP image'),
+], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'bad-image'])
+def test_predict_errors_name_the_file(trained, tmp_path, entry, write, message):
+    model_pb, image = str(tmp_path / 'model.pb'), str(tmp_path / 'digit.png')
+    entry('export.py', '--model_dir', trained['naive'], '--output', model_pb, '--saved_model',
+          str(tmp_path / 'sm'))
+    with tf.Graph().as_default(), tf.Session() as sess:
+        png = sess.run(tf.image.encode_png(np.zeros((8, 8, 1), np.uint8)))
+    with open(image, 'wb') as f:
+        f.write(png)
+    if write == 'saved_model':
+        model_pb = str(tmp_path / 'sm' / 'saved_model.pb')
+    elif write == 'meta':
+        model_pb = os.path.join(trained['naive'], 'model.ckpt-10.meta')
+    elif write == 'image':
+        image = str(tmp_path / 'bad.png')
+        with open(image, 'wb') as f:
+            f.write(b'not an image')
+    else:
+        model_pb = str(tmp_path / 'graph.pb')
+        write(tmp_path / 'graph.pb')
+    failed = run('export.py', '--predict', model_pb, image, check=False)
+    assert failed.returncode == 1 and len(failed.stderr.splitlines()) == 1, failed.stderr
+    assert re.match(r'error: .*' + message, failed.stderr), failed.stderr
 
 
 @pytest.mark.slow

@@ -125,16 +125,27 @@ def test_train_refuses_a_bad_init_from_keras_before_building(tmp_path, entry, ar
     assert not (tmp_path / 'run').exists()
 
 
+def _foreign_hdf5(path):
+    import h5py
+    with h5py.File(str(path), 'w') as f:
+        f.create_dataset('weights', data=np.zeros(3))
+
+
 @pytest.mark.slow
-def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry):
+@pytest.mark.parametrize('write, message', [
+    (lambda path: path.write_text('not HDF5'), r'not a readable \.h5 file'),
+    (lambda path: path.write_bytes(b''), r'not a readable \.h5 file'),
+    (_foreign_hdf5, r'not a Keras weights file \(no layer_names\)'),
+], ids=['text', 'empty', 'foreign-hdf5'])
+def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry, write, message):
     """A file that is no Keras DenseNet is refused once the graph exists, before --model_dir is
     created (the weights are assigned later, when the session starts)."""
     bad = tmp_path / 'weights.h5'
-    bad.write_text('not HDF5')
+    write(bad)
     model_dir = tmp_path / 'run'
     proc = entry('train.py', '--dataset', 'synthetic', '--model', 'densenet121', '--efficient',
                  'False', '--batch_size', '2', '--max_steps', '1', '--init_from_keras', str(bad),
                  '--model_dir', str(model_dir), check=False)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
-    assert re.match(r'error: %s: not a readable \.h5 file' % re.escape(str(bad)), proc.stderr)
+    assert re.match(r'error: %s: %s' % (re.escape(str(bad)), message), proc.stderr), proc.stderr
     assert not model_dir.exists()

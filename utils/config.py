@@ -9,8 +9,12 @@ import math
 import os
 from typing import Optional, Tuple
 
+from models import MODEL_NAMES
 from models.densenet import Recomputation
+from utils.data import CLASSES
 from utils.errors import CheckpointError
+
+DATASET_NAMES = tuple(CLASSES)  # what config.json may name (a synthetic run: the one it mimics)
 
 CONFIG_FILE = 'config.json'
 
@@ -80,9 +84,23 @@ class ModelConfig(object):
                 source, ', '.join(missing)))
         kwargs = dict((name, values[name]) for name in fields if name in values)
         for name in ('depth', 'growth_rate', 'num_classes', 'image_size'):
-            if isinstance(kwargs[name], bool) or not isinstance(kwargs[name], int):
-                raise CheckpointError('%s: %s must be an integer, got %r' % (
+            if isinstance(kwargs[name], bool) or not isinstance(kwargs[name], int) or \
+                    kwargs[name] < 1:
+                raise CheckpointError('%s: %s must be a positive integer, got %r' % (
                     source, name, kwargs[name]))
+        for name, known in (('dataset', DATASET_NAMES), ('model', MODEL_NAMES)):
+            if kwargs[name] not in known:
+                raise CheckpointError('%s: unknown %s %r (one of %s)' % (
+                    source, name, kwargs[name], ', '.join(known)))
+        if not isinstance(kwargs['synthetic'], bool):
+            raise CheckpointError('%s: synthetic must be true or false, got %r' % (
+                source, kwargs['synthetic']))
+        for name in ('mfm_transitions', 'mfm_layers'):
+            blocks = kwargs.get(name, [])
+            if not isinstance(blocks, list) or not all(
+                    isinstance(b, int) and not isinstance(b, bool) for b in blocks):
+                raise CheckpointError('%s: %s must be a list of block numbers, got %r' % (
+                    source, name, blocks))
         return cls(**kwargs)
 
     @classmethod

@@ -87,11 +87,34 @@ def _from_arrays(images, labels):
 
 
 def _check_labels(labels, num_classes, path):
+    """`labels` as int32 if they are a flat list of whole numbers in [0, num_classes); else a
+    DataError naming `path` (a float 3.7 is refused, not truncated to 3)."""
     labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError('%s: labels of shape %s, expected a flat list' % (path, labels.shape))
+    if labels.dtype.kind == 'f':
+        bad = ~np.isfinite(labels) | (labels != np.round(labels))
+        if np.any(bad):
+            raise DataError('%s: label %r is not a class number' % (path, labels[bad][0]))
+    elif labels.dtype.kind not in 'iub':
+        raise DataError('%s: labels of type %s, expected integers' % (path, labels.dtype))
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         raise DataError('%s: label %d out of range [0, %d)' % (
             path, labels.max() if labels.max() >= num_classes else labels.min(), num_classes))
     return labels.astype(np.int32)
+
+
+def _check_pixels(pixels, path):
+    """`pixels` as uint8 if they are whole numbers in [0, 255]; else a DataError naming `path`
+    (floats in [0, 1], NaN or 16-bit values would silently become black or wrapped images)."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind not in 'iu':
+        raise DataError('%s: pixels of type %s, expected uint8 (0-255)' % (path, pixels.dtype))
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 255):
+        raise DataError('%s: pixel values %d..%d, expected 0-255' % (
+            path, pixels.min(), pixels.max()))
+    return pixels.astype(np.uint8)
 
 
 class Digits(Dataset):
@@ -223,10 +246,12 @@ class _Cifar(Dataset):
                     raise DataError('%s: missing (a complete %s release has %s)' % (
                         path, self.name, ', '.join(os.path.basename(p) for p in
                                                     self._files(True) + self._files(False))))
-                if self.kind == 'bin' and os.path.getsize(path) % self._record_bytes():
-                    raise DataError('%s: truncated or not a CIFAR binary file (%d bytes is not a '
+                size = os.path.getsize(path)
+                if self.kind == 'bin' and (size % self._record_bytes() or not size):
+                    raise DataError('%s: %s CIFAR binary file (%d bytes is not a positive '
                                     'multiple of the %d-byte record)' % (
-                                        path, os.path.getsize(path), self._record_bytes()))
+                                        path, 'empty' if not size else 'truncated or not a',
+                                        size, self._record_bytes()))
 
     def _record_bytes(self):
         return self.LABEL_BYTES + self.IMAGE_BYTES
@@ -242,16 +267,17 @@ class _Cifar(Dataset):
         for path in self._files(training):
             batch = load_python_batch(path)
             data = np.asarray(batch.get(b'data', batch.get('data')))
-            if data.ndim != 2 or data.shape[1] != self.IMAGE_BYTES:
-                raise DataError('%s: expected data of shape (N, %d), got %s' % (
+            if data.ndim != 2 or data.shape[1] != self.IMAGE_BYTES or not len(data):
+                raise DataError('%s: expected data of shape (N, %d), N > 0, got %s' % (
                     path, self.IMAGE_BYTES, data.shape))
+            data = _check_pixels(data, path)
             label = batch.get(self.LABEL_KEY.encode(), batch.get(self.LABEL_KEY))
             if label is None or len(label) != len(data):
                 raise DataError('%s: no %r list matching the %d images' % (
                     path, self.LABEL_KEY, len(data)))
             images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
             labels.append(_check_labels(label, self.num_classes, path))
-        return _from_arrays(np.concatenate(images).astype(np.uint8), np.concatenate(labels))
+        return _from_arrays(np.concatenate(images), np.concatenate(labels))
 
     def _binary_examples(self, training):
         files = self._files(training)
@@ -308,8 +334,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ('numpy.core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
         ('numpy.core.multiarray', 'scalar'), ('copy_reg', '_reconstructor'),
         ('copyreg', '_reconstructor'), ('__builtin__', 'object'), ('builtins', 'object'),
-        # Python 3 writes bytes as _codecs.encode(text, 'latin1') under pickle protocol 2.
-        ('_codecs', 'encode'),
+        # Python 3 writes bytes as _codecs.encode(text, 'latin1') under pickle protocol 2, and
+        # empty bytes as bytes().
+        ('_codecs', 'encode'), ('__builtin__', 'bytes'), ('builtins', 'bytes'),
     }
 
     def find_class(self, module, name):
@@ -337,9 +364,10 @@ def load_python_batch(path):
     return batch
 
 
-def _check_first_record(path, keys):
-    """DataError unless `path`'s first record is intact (CRCs) and a tf.train.Example with `keys`:
-    a wrong or damaged file is named before training (a later corrupt record stops the run)."""
+def _check_first_record(path, keys, num_classes):
+    """DataError unless `path`'s first record is intact (CRCs) and a tf.train.Example with `keys`
+    and a 1-based label up to `num_classes`: a wrong or damaged file is named before training (a
+    later corrupt record stops the run)."""
     try:
         record = next(iter(tf.io.tf_record_iterator(path)), None)
         example = tf.train.Example.FromString(record) if record is not None else None
@@ -352,6 +380,10 @@ def _check_first_record(path, keys):
     missing = [k for k in keys if k not in example.features.feature]
     if missing:
         raise DataError('%s: records lack %s' % (path, ', '.join(missing)))
+    label = list(example.features.feature['image/class/label'].int64_list.value)
+    if len(label) != 1 or not 1 <= label[0] <= num_classes:
+        raise DataError('%s: first record\'s image/class/label is %s, expected one of 1..%d' % (
+            path, label[0] if len(label) == 1 else label, num_classes))
 
 
 class ImageNet(Dataset):
@@ -377,7 +409,8 @@ class ImageNet(Dataset):
                                 'layout: train-00000-of-01024 ..., validation-00000-of-00128 ...)'
                                 % (self.dir or '(no --data_dir)', prefix))
             for shard in shards:
-                _check_first_record(shard, ('image/encoded', 'image/class/label'))
+                _check_first_record(shard, ('image/encoded', 'image/class/label'),
+                                    self.num_classes)
             self._shards[training] = shards
 
     def _examples(self, training):

@@ -1,4 +1,7 @@
 """Load a frozen DenseNet graph and classify images with it (TF's own PNG/JPEG decoders)."""
+import contextlib
+import os
+
 import numpy as np
 from google.protobuf.message import DecodeError
 
@@ -13,19 +16,29 @@ class Predictor(object):
     def __init__(self, path):
         graph_def = tf.GraphDef()
         try:
-            with open(path, 'rb') as f:
+            with open(path, 'rb') as f, _quiet_stderr():  # protobuf's C++ parser logs there
                 graph_def.ParseFromString(f.read())
         except (OSError, DecodeError) as e:
             raise UsageError('%s: not a readable frozen graph (%s)' % (path, e))
         self.graph = tf.Graph()
-        with self.graph.as_default():
-            tf.import_graph_def(graph_def, name='')
+        try:
+            with self.graph.as_default():
+                tf.import_graph_def(graph_def, name='')
+        except (ValueError, TypeError, tf.errors.OpError) as e:
+            message = getattr(e, 'message', None) or str(e)
+            raise UsageError('%s: not a graph this TensorFlow can run (%s)' % (
+                path, message.strip().splitlines()[0]))
         names = set(op.name for op in self.graph.get_operations())
         missing = [n for n in (INPUT, LOGITS, PROBABILITIES) if n not in names]
         if missing:
             raise UsageError('%s: not a graph written by export.py (no %s)' % (
                 path, ', '.join(missing)))
         self.input = self.graph.get_tensor_by_name(INPUT + ':0')
+        if self.input.op.type != 'Placeholder' or self.input.shape.ndims != 4 or \
+                not self.input.shape[1:].is_fully_defined():
+            raise UsageError('%s: not a graph written by export.py (its %r is a %s of shape %s, '
+                             'not a placeholder of images)' % (path, INPUT, self.input.op.type,
+                                                               self.input.shape))
         self.logits = self.graph.get_tensor_by_name(LOGITS + ':0')
         self.probabilities = self.graph.get_tensor_by_name(PROBABILITIES + ':0')
         self.image_shape = tuple(self.input.shape.as_list()[1:])
@@ -52,7 +65,28 @@ def read_images(paths, image_shape):
             tf.image.resize(image, _shorter_side_to(tf.shape(image), min(height, width))),
             height, width)
         with tf.Session() as sess:
-            return np.stack([sess.run(image, {path: p}) for p in paths]).astype(np.float32)
+            return np.stack([_run_on(sess, image, path, p) for p in paths]).astype(np.float32)
+
+
+def _run_on(sess, image, path, value):
+    try:
+        return sess.run(image, {path: value})
+    except tf.errors.OpError as e:
+        raise UsageError('%s: not a readable PNG, JPEG, GIF or BMP image (%s)' % (
+            value, e.message.strip().splitlines()[0]))
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silences file descriptor 2 (C++ libraries' own logging) for the duration."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, 'w') as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _shorter_side_to(shape, size):
