@@ -9,10 +9,11 @@ never recomputes (there is no back-propagation), so there is no --efficient here
 import json
 import sys
 
-from utils import cli, flags
+from utils import cli  # the rest, TensorFlow included, inside: Ctrl-C there is one line
 
 
 def parse_args(argv):
+    from utils import flags
     parser = flags.ArgumentParser(prog='eval.py', description=__doc__.splitlines()[0])
     flags.add_model_flags(parser)
     parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
@@ -23,7 +24,7 @@ def parse_args(argv):
 
 def run(args):
     from models import compat
-    from utils import data, evaluation
+    from utils import data, evaluation, flags
     from utils.checkpoints import find_checkpoint
     from utils.config import CONFIG_FILE, ModelConfig
     from utils.errors import UsageError

@@ -6,10 +6,11 @@
 """
 import sys
 
-from utils import cli, flags
+from utils import cli  # the rest, TensorFlow included, inside: Ctrl-C there is one line
 
 
 def parse_args(argv):
+    from utils import flags
     from models.keras_import import KERAS_MODELS
     parser = flags.ArgumentParser(prog='export.py', description=__doc__.splitlines()[0])
     parser.add_argument('--model_dir', default='runs/model')
@@ -43,7 +44,7 @@ def run(args):
         for path, (classes, probs) in zip(args.images, predictor.top_k(images, args.top_k)):
             cli.LOG.info('%s: %s', path, ', '.join('%d (%.3f)' % cp for cp in zip(classes, probs)))
         return
-    from utils import data, export
+    from utils import data, export, flags
     from utils.checkpoints import find_checkpoint
     from utils.config import CONFIG_FILE, ModelConfig
     from utils.errors import CheckpointError

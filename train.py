@@ -7,10 +7,11 @@
 """
 import sys
 
-from utils import cli, flags
+from utils import cli  # the rest, TensorFlow included, inside: Ctrl-C there is one line
 
 
 def parse_args(argv):
+    from utils import flags
     parser = flags.ArgumentParser(prog='train.py', description=__doc__.splitlines()[0])
     flags.add_model_flags(parser)
     parser.add_argument('--efficient', type=flags.efficiency, default=flags.efficiency('True'),
@@ -45,7 +46,7 @@ def parse_args(argv):
 
 
 def run(args):
-    from utils import data, distribution, run_loop
+    from utils import data, distribution, flags, run_loop
     from utils.config import ModelConfig
     from utils.errors import UsageError
     dist = distribution.current()  # Horovod's init, if launched by horovodrun

@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DIGITS_BC16, PYTHON, ROOT, SMALL, call_main
+from conftest import DIGITS_BC16, PYTHON, ROOT, SMALL, call_main, child_environment
 from models.compat import tf
 from test_data import _Payload, _write_cifar_bin, _cifar_images, make_cifar10_bin, \
     make_cifar_py, make_imagenet
 from test_idx import make_idx_dataset, write_idx
-from utils import data, distribution, optimizer, run_loop
+from utils import data, distribution, optimizer, run_dir, run_loop
 from utils.config import TrainConfig
 from utils.errors import TrainingError
 
@@ -164,14 +164,18 @@ def test_a_failing_save_stops_training_with_a_message(tmp_path):
                        extra_hooks=[_BreakModelDir(model_dir, 15)])
 
 
-def test_free_space_is_checked_against_the_checkpoint_size(tmp_path):
+def test_free_space_is_checked_against_the_first_saves(tmp_path):
     with tf.Graph().as_default():
         small = [tf.Variable(tf.zeros([10]))]
-        run_loop.check_free_space(str(tmp_path), small)
+        run_dir.check_free_space(str(tmp_path), small, 1000)
         huge = [tf.Variable(tf.zeros([2 ** 22, 2 ** 22]))]  # 64 TiB, never allocated
-        with pytest.raises(TrainingError, match=r'MiB free, a checkpoint of this '
-                                                r'model needs 134217728\.0 MiB'):
-            run_loop.check_free_space(str(tmp_path), huge)
+        with pytest.raises(TrainingError, match=r'MiB free, the first checkpoints of this run '
+                                                r'need 134217728\.0 MiB \(weights 67108864\.0 '
+                                                r'MiB twice, the graph 0\.0 MiB 8 times\)'):
+            run_dir.check_free_space(str(tmp_path), huge, 1000)
+        free = shutil.disk_usage(str(tmp_path)).free
+        with pytest.raises(TrainingError, match=r'the graph [\d.]+ MiB 8 times'):
+            run_dir.check_free_space(str(tmp_path), small, free // 8 + 1)
 
 
 def _rank_pid(model_dir, rank):
@@ -259,6 +263,27 @@ def _cifar_bad_label(tmp):
     return ['--dataset', 'cifar10', '--data_dir', tmp]
 
 
+def _cifar_empty_file(tmp):
+    d, _ = make_cifar10_bin(tmp)
+    open(os.path.join(d, 'data_batch_3.bin'), 'w').close()
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
+def _cifar_float_pixels(tmp):
+    d = make_cifar_py(tmp)
+    with open(os.path.join(d, 'data_batch_2'), 'wb') as f:
+        pickle.dump({b'data': np.random.rand(3, 3072), b'labels': [1, 2, 3]}, f, protocol=2)
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
+def _cifar_fractional_label(tmp):
+    d = make_cifar_py(tmp)
+    with open(os.path.join(d, 'data_batch_2'), 'wb') as f:
+        pickle.dump({b'data': np.zeros((2, 3072), np.uint8), b'labels': [1, 3.7]}, f,
+                    protocol=2)
+    return ['--dataset', 'cifar10', '--data_dir', tmp]
+
+
 def _cifar_pickle_payload(tmp):
     d = make_cifar_py(tmp)
     with open(os.path.join(d, 'data_batch_1'), 'wb') as f:
@@ -299,6 +324,10 @@ BAD_TRAIN_INPUTS = [
     ('missing data dir', _cifar_missing, r'nowhere: no cifar10 data; expected '),
     ('empty data dir', _cifar_empty, r'empty: no cifar10 data; expected '),
     ('truncated CIFAR binary', _cifar_truncated, r'data_batch_2\.bin: truncated'),
+    ('empty CIFAR binary', _cifar_empty_file, r'data_batch_3\.bin: empty CIFAR binary file'),
+    ('float pixels', _cifar_float_pixels, r'data_batch_2: pixels of type float64, expected '
+                                          r'uint8'),
+    ('fractional label', _cifar_fractional_label, r'data_batch_2: label 3\.7 is not a class'),
     ('label out of range', _cifar_bad_label, r'data_batch_1\.bin: label 12 out of range'),
     ('pickle payload', _cifar_pickle_payload, r'data_batch_1: not a CIFAR python batch '
                                               r'\(refusing to load (posix|os)\.system\)'),
@@ -405,3 +434,52 @@ def test_a_second_signal_exits_at_once():
     assert 'SIGTERM: stopping after this step' in proc.stdout
     assert 'still running after the first: SIGTERM' in proc.stdout
     assert 'not reached' not in proc.stdout
+
+
+@pytest.mark.slow
+def test_two_sigterms_within_one_step_exit_at_once(tmp_path):
+    """Python runs its handler once for both when they arrive during one session.run; the
+    second must still win. Steps of about a second here; the signals 0.2 s apart (sent back to
+    back, the kernel may merge them into one)."""
+    model_dir = str(tmp_path / 'run')
+    proc = _start('--model_dir', model_dir, '--depth', '40', '--batch_size', '1024',
+                  '--max_steps', '100', '--epochs_per_eval', '0')
+    _wait_for_checkpoint(proc, model_dir, 0)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, (out, err)
+    assert 'stopped by SIGTERM' not in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_building_the_training_graph_is_one_line(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    # DenseNet-121's training graph takes far longer to build than the 8 s waited here
+    command = [PYTHON, os.path.join(ROOT, 'train.py'), '--model_dir', model_dir, '--dataset',
+               'synthetic', '--synthetic_like', 'imagenet', '--model', 'densenet121',
+               '--batch_size', '1']
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True, env=child_environment())
+    time.sleep(8)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == 'error: interrupted (SIGINT)\n', (out, err)
+    assert not os.path.exists(model_dir)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_eval_is_one_line(depth16, tmp_path):
+    fifo = str(tmp_path / 'results.json')
+    os.mkfifo(fifo)  # eval.py blocks writing --json there, after printing its results
+    proc = subprocess.Popen([PYTHON, os.path.join(ROOT, 'eval.py'), '--model_dir', depth16,
+                             '--json', fifo], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True,
+                            env=child_environment())
+    line = proc.stdout.readline()
+    assert 'top-1' in line, (line, proc.communicate())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err == 'error: interrupted (SIGINT)\n', (out, err)

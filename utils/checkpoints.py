@@ -1,25 +1,141 @@
 """Finding a checkpoint, checking that it fits a graph before restoring it (with a one-line
-reason if not), and filling a graph's variables from it or from a Keras weights file."""
+reason if not), and filling a graph's variables from it or from a Keras weights file.
+
+A run directory's checkpoints are found from its files, not from TF's `checkpoint` index: the
+index may hold another directory's absolute paths (a copied or moved run), or be damaged, and
+trusting it restored or deleted the wrong files, or started afresh over intact checkpoints.
+"""
+import collections
+import logging
+import os
+import re
+
 from models.compat import tf
 from utils.errors import CheckpointError
 
+LOG = logging.getLogger('densenet')
+PREFIX = 'model.ckpt'
+INDEX_FILE = 'checkpoint'  # TF's name for the index of a directory's checkpoints
+_FILE = re.compile(r'^%s-(\d+)\.(?:index|data-(\d+)-of-(\d+))$' % re.escape(PREFIX))
+
+Scan = collections.namedtuple('Scan', 'complete damaged')
+Scan.__doc__ = """A directory's checkpoints: `complete` paths oldest first, and `damaged`
+{path: reason} for those whose files are incomplete or unreadable."""
+
+
+def scan(model_dir, verify=True):
+    """The `Scan` of `model_dir`. With `verify`, the newest complete checkpoint is read in full
+    (CRCs) and, if that fails, counted as damaged and the next newest is read instead."""
+    files = collections.defaultdict(set)
+    for name in (os.listdir(model_dir) if model_dir and os.path.isdir(model_dir) else ()):
+        match = _FILE.match(name)
+        if match:
+            files[int(match.group(1))].add(name)
+    complete, damaged = [], {}
+    for step in sorted(files):
+        path = os.path.join(model_dir, '%s-%d' % (PREFIX, step))
+        names = files[step]
+        shards = [re.match(r'.*data-(\d+)-of-(\d+)$', n) for n in names if '.data-' in n]
+        expected = int(shards[0].group(2)) if shards else 1
+        if '%s-%d.index' % (PREFIX, step) not in names:
+            damaged[path] = 'no .index file'
+        elif len(shards) != expected:
+            damaged[path] = '%d of %d data files' % (len(shards), expected)
+        else:
+            complete.append(path)
+    while verify and complete:
+        reason = _unreadable(complete[-1])
+        if not reason:
+            break
+        damaged[complete.pop()] = reason
+    return Scan(complete, damaged)
+
+
+def _unreadable(path):
+    """Why checkpoint `path` cannot be read in full, or None if it can."""
+    try:
+        reader = tf.train.NewCheckpointReader(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, RuntimeError, OSError) as e:
+        message = getattr(e, 'message', None) or str(e) or type(e).__name__
+        return 'unreadable: %s' % message.strip().splitlines()[0]
+    return None
+
+
+def latest_checkpoint(model_dir, report=True):
+    """The newest intact checkpoint in `model_dir`, or None if it has no checkpoint files at all.
+    Newer damaged ones are named (warnings, with `report`); CheckpointError if there are
+    checkpoint files but none is intact (never a silent fresh start over them)."""
+    found = scan(model_dir)
+    latest = found.complete[-1] if found.complete else None
+    newer = sorted((p for p in found.damaged if latest is None or step_of(p) > step_of(latest)),
+                   key=step_of)
+    if newer and latest is None:
+        raise CheckpointError('%s: no intact checkpoint (%s); move the damaged files away or use '
+                              'another --model_dir' % (model_dir, '; '.join(
+                                  '%s: %s' % (os.path.basename(p), found.damaged[p])
+                                  for p in newer)))
+    if report:
+        for path in newer:
+            LOG.warning('warning: %s is damaged (%s); using %s', path, found.damaged[path],
+                        latest)
+        note = _index_note(model_dir, latest, found.damaged)
+        if note:
+            LOG.warning('warning: %s', note)
+    return latest
+
+
+def step_of(path):
+    return int(path.rsplit('-', 1)[1])
+
+
+def _index_note(model_dir, latest, damaged):
+    """Why `model_dir`'s index does not name `latest` (it is not used either way), or None."""
+    index = os.path.join(model_dir, INDEX_FILE)
+    if latest is None or not os.path.exists(index):
+        return None
+    state = tf.train.get_checkpoint_state(model_dir)
+    named = state.model_checkpoint_path if state else ''
+    if not named:
+        return '%s is damaged; using %s, found in the directory' % (index, latest)
+    if os.path.dirname(os.path.abspath(named)) != os.path.abspath(model_dir):
+        return ('%s names %s, in another directory (a copied or moved run?); using %s' % (
+            index, named, latest))
+    if named not in damaged and _FILE.match(os.path.basename(named) + '.index') and \
+            step_of(named) > step_of(latest):
+        return '%s names %s, which is missing; using %s' % (index, named, latest)
+    return None
+
+
+def write_index(model_dir, checkpoints):
+    """Rewrites `model_dir`'s index to name `checkpoints` (oldest first) relative to the
+    directory, so that TF's restore and its deletion of old checkpoints stay inside it."""
+    names = [os.path.basename(p) for p in checkpoints]
+    lines = ['model_checkpoint_path: "%s"' % names[-1]] + [
+        'all_model_checkpoint_paths: "%s"' % n for n in names]
+    path = os.path.join(model_dir, INDEX_FILE)
+    with open(path + '.tmp', 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    os.replace(path + '.tmp', path)
+
 
 def find_checkpoint(model_dir, checkpoint=None):
-    """The given checkpoint path, else the latest in `model_dir`; CheckpointError if none."""
+    """The given checkpoint path, else the latest intact one in `model_dir`; CheckpointError
+    if there is none."""
     if checkpoint:
         if not tf.train.checkpoint_exists(checkpoint):
             raise CheckpointError('%s: no such checkpoint' % checkpoint)
         return checkpoint
-    latest = tf.train.latest_checkpoint(model_dir) if model_dir else None
+    latest = latest_checkpoint(model_dir)
     if not latest:
         raise CheckpointError('%s: no checkpoint found (train first, or pass --checkpoint)'
                               % model_dir)
     return latest
 
 
-def checkpoint_step(model_dir):
-    """The global step of the latest checkpoint in `model_dir`, 0 if there is none."""
-    checkpoint = tf.train.latest_checkpoint(model_dir) if model_dir else None
+def checkpoint_step(checkpoint):
+    """The global step `checkpoint` was saved at; 0 for None."""
     return int(tf.train.load_variable(checkpoint, 'global_step')) if checkpoint else 0
 
 

@@ -15,9 +15,18 @@ def run_main(parse_args, run, argv=None):
 
     Usage errors are argparse's (one line, exit 2). Our own errors (`utils.errors.Error`) and
     TensorFlow's `OpError`s (e.g. a corrupt record met in training) print `error: ...` on one
-    line and exit 1, with the traceback too under `--debug True`. Anything else is a bug: it
-    propagates with its traceback.
+    line and exit 1, with the traceback too under `--debug True`. Ctrl-C outside training
+    (which stops cleanly, see `utils.hooks.StopSignals`) prints one line and exits 130.
+    Anything else is a bug: it propagates with its traceback.
     """
+    try:
+        return _run_main(parse_args, run, argv)
+    except KeyboardInterrupt:
+        print('error: interrupted (SIGINT)', file=sys.stderr)
+        return 128 + 2
+
+
+def _run_main(parse_args, run, argv):
     _quiet_tensorflow()
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)

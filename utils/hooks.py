@@ -12,6 +12,7 @@ import numpy as np
 
 from models.compat import tf
 from utils import evaluation
+from utils.checkpoints import latest_checkpoint
 from utils.errors import TrainingError
 
 LOG = logging.getLogger('densenet')
@@ -19,7 +20,12 @@ LOG = logging.getLogger('densenet')
 
 class StopSignals(object):
     """SIGTERM and SIGINT request a clean stop (the step in flight finishes); a second one
-    exits at once."""
+    exits at once, whenever it arrives.
+
+    Python runs a signal handler only between bytecodes of the main thread, so during a long
+    `session.run` two signals would reach it as one. The C-level handler also writes each
+    signal's number to a wakeup pipe, byte by byte: a thread counts them as they come.
+    """
 
     def __init__(self):
         self.signum = None
@@ -28,26 +34,43 @@ class StopSignals(object):
     def name(self):
         return signal.Signals(self.signum).name if self.signum else None
 
-    def _handle(self, signum, frame):
-        if self.signum:  # the second one
-            os._exit(128 + signum)
-        self.signum = signum
-        LOG.info('\n%s: stopping after this step and saving a checkpoint (again to exit at '
-                 'once)', self.name)
+    def _count(self, read_fd):
+        while True:
+            received = os.read(read_fd, 64)
+            for signum in received:
+                if not signum:  # our own "done" byte
+                    return
+                if self.signum:  # the second one
+                    os._exit(128 + signum)
+                self.signum = signum
+                LOG.info('\n%s: stopping after this step and saving a checkpoint (again to '
+                         'exit at once)', self.name)
 
     @contextlib.contextmanager
     def handled(self):
         """A context in which the signals request a stop (main thread only: elsewhere Python
         cannot install handlers)."""
-        old = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                old[signum] = signal.signal(signum, self._handle)
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        counter = threading.Thread(target=self._count, args=(read_fd,), daemon=True,
+                                   name='stop-signals')
+        counter.start()
+        old = dict((signum, signal.signal(signum, lambda *args: None))
+                   for signum in (signal.SIGTERM, signal.SIGINT))
+        old_wakeup = signal.set_wakeup_fd(write_fd)
         try:
             yield self
         finally:
+            signal.set_wakeup_fd(old_wakeup)
             for signum, handler in old.items():
                 signal.signal(signum, handler)
+            os.write(write_fd, b'\0')
+            counter.join()
+            os.close(read_fd)
+            os.close(write_fd)
 
 
 class GuardHook(tf.train.SessionRunHook):
@@ -92,7 +115,7 @@ class GuardHook(tf.train.SessionRunHook):
                             'non-finite gradients', r['step'] + 1,
                             ' (%d steps in a row; loss scale down to %g)' % (
                                 self._nonfinite, r['loss_scale']) if self._patience > 1 else '',
-                            tf.train.latest_checkpoint(self._dir) if self._dir else None))
+                            latest_checkpoint(self._dir, report=False)))
         if stop:
             self._peer_stopped = self._signals.signum is None
             run_context.request_stop()
@@ -113,7 +136,7 @@ class CheckpointSaver(tf.train.CheckpointSaverHook):
             raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
                                 'stopping. Last complete checkpoint: %s' % (
                                     step, self._checkpoint_dir, message.splitlines()[0],
-                                    tf.train.latest_checkpoint(self._checkpoint_dir)))
+                                    latest_checkpoint(self._checkpoint_dir, report=False)))
 
 
 class ProgressHook(tf.train.SessionRunHook):

@@ -3,15 +3,14 @@
 The graph comes from `utils.optimizer` (as in the Estimator model_fn),
 the hooks from `utils.hooks`, distribution from `utils.distribution`.
 """
+import contextlib
 import logging
-import os
-import shutil
 
 from models import SCOPE
 from models.compat import tf
-from utils import distribution, hooks, optimizer
-from utils.checkpoints import check_compatible, checkpoint_step, keras_weights_for
-from utils.errors import TrainingError
+from utils import distribution, hooks, optimizer, run_dir
+from utils.checkpoints import (check_compatible, checkpoint_step, keras_weights_for,
+                               latest_checkpoint)
 
 LOG = logging.getLogger('densenet')
 
@@ -25,16 +24,18 @@ def train(dataset, model, config, extra_hooks=()):
     from `config.model_dir`; returns the last global step. `extra_hooks` run on every worker."""
     dist = distribution.current()
     last_step = config.total_steps(dataset.train_size, dist.size)
-    start = checkpoint_step(config.model_dir)
+    if dist.is_chief:
+        run_dir.check_not_in_use(config.model_dir)
+    resume = latest_checkpoint(config.model_dir, report=dist.is_chief)
+    start = checkpoint_step(resume)
     if start >= last_step:
         LOG.info('%s is already trained to step %d (target %d): nothing to do',
                  config.model_dir, start, last_step)
         return start
     if start:
-        LOG.info('resuming from %s at step %d%s', tf.train.latest_checkpoint(config.model_dir),
-                 start, '; --init_from_keras only starts new runs' if config.init_from_keras
+        LOG.info('resuming from %s at step %d%s', resume, start, '; --init_from_keras only starts new runs' if config.init_from_keras
                  else '')
-    with tf.Graph().as_default():
+    with tf.Graph().as_default(), contextlib.ExitStack() as claimed:
         if config.seed is not None:
             tf.set_random_seed(config.seed)
         step = _training_graph(dataset, model, config, dist, last_step)
@@ -49,21 +50,24 @@ def train(dataset, model, config, extra_hooks=()):
         if dist.is_chief:
             all_hooks += _chief_hooks(dataset, model, config, step, start, last_step, dist)
             if start:  # a checkpoint of another model, in a directory without config.json
-                check_compatible(tf.train.latest_checkpoint(config.model_dir),
-                                 tf.global_variables(scope=SCOPE))
+                check_compatible(resume, tf.global_variables(scope=SCOPE))
             # The graph is built, so bad data and bad settings have been named: only now is
-            # --model_dir written to.
-            check_model_dir(config.model_dir, tf.global_variables())
+            # --model_dir written to, and by this process alone until it ends.
+            claimed.enter_context(run_dir.claim(
+                config.model_dir, tf.global_variables(),
+                tf.get_default_graph().as_graph_def().ByteSize(), resume))
             model.save(config.model_dir)
             LOG.info('training %s on %s: batch %d per worker, %s, %s', model.title,
                      model.data_name, config.batch_size, config.efficient,
                      'fp16' if config.fp16 else 'fp32')
         with signals.handled():
-            last = _run(step.train_op, all_hooks, init_fn, config, dist, start)
-    tf.summary.FileWriterCache.clear()  # flushes and closes the summary writers
+            try:
+                last = _run(step.train_op, all_hooks, init_fn, config, dist, start)
+            finally:  # flush and close the summary writers while the directory is ours
+                tf.summary.FileWriterCache.clear()
     if guard.stopped_by:
         LOG.info('stopped by %s at step %d; checkpoint saved: %s', guard.stopped_by, last,
-                 tf.train.latest_checkpoint(config.model_dir))
+                 latest_checkpoint(config.model_dir, report=False))
     else:
         LOG.info('done at step %d; checkpoints in %s', last, config.model_dir)
     return last
@@ -93,7 +97,9 @@ def _chief_hooks(dataset, model, config, step, start, last_step, dist):
 def _run(train_op, all_hooks, init_fn, config, dist, step):
     """Runs `train_op` from global step `step` until a hook stops it; returns the last step.
     `init_fn(scaffold, session)`, if given, initialises a run no checkpoint restores."""
-    scaffold = tf.train.Scaffold(init_fn=init_fn)
+    # Relative paths in the index keep a copied or moved run directory self-contained.
+    scaffold = tf.train.Scaffold(init_fn=init_fn, saver=tf.train.Saver(
+        sharded=True, allow_empty=True, save_relative_paths=True))
     saver = [hooks.CheckpointSaver(config.model_dir, config.save_checkpoint_steps, scaffold)]
     global_step = tf.train.get_global_step()
     # Only rank 0 writes checkpoints and summaries.
@@ -106,34 +112,6 @@ def _run(train_op, all_hooks, init_fn, config, dist, step):
         while not sess.should_stop():
             step = sess.run([train_op, global_step])[1]
     return step
-
-
-def check_model_dir(model_dir, variables):
-    """Creates `model_dir` and writes, syncs and removes a file there, then checks that its
-    disk holds two more checkpoints of `variables` (a new one is written in full before the
-    oldest is deleted); TrainingError otherwise, before training rather than at the first save."""
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-        probe = os.path.join(model_dir, '.write_probe.%d' % os.getpid())
-        with open(probe, 'wb') as f:
-            f.write(b'\0' * 4096)
-            f.flush()
-            os.fsync(f.fileno())
-        os.remove(probe)
-    except OSError as e:
-        raise TrainingError('cannot write to --model_dir %s: %s' % (
-            model_dir, e.strerror or e))
-    check_free_space(model_dir, variables)
-
-
-def check_free_space(model_dir, variables):
-    """TrainingError unless `model_dir`'s disk holds two more checkpoints of `variables`."""
-    need = 2 * sum(v.shape.num_elements() * v.dtype.base_dtype.size for v in variables)
-    free = shutil.disk_usage(model_dir).free
-    if free < need:
-        raise TrainingError('%s: %.1f MiB free, a checkpoint of this model needs %.1f MiB '
-                            '(two while one is replaced)' % (model_dir, free / 2.0 ** 20,
-                                                               need / 2.0 ** 20))
 
 
 def _poison(images, first, count):
