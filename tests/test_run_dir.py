@@ -63,6 +63,21 @@ def test_a_copied_run_trains_on_its_own_checkpoints_and_leaves_the_original(
 
 
 @pytest.mark.slow
+def test_an_index_of_another_directory_never_restores_into_a_new_run(trained, tmp_path, entry):
+    original = _copy(trained, tmp_path, 'original')
+    _write_absolute_index(original)
+    before = _tree(original)
+    copy = _copy(original, tmp_path, 'copy')
+    for name in os.listdir(copy):
+        if name.startswith('model.ckpt-'):
+            os.remove(os.path.join(copy, name))
+    out = _resume(entry, copy, 20).stdout
+    assert 'resuming' not in out and re.search(r'step 10/20', out), out
+    assert _tree(original) == before
+    assert checkpoints.latest_checkpoint(copy) == os.path.join(copy, 'model.ckpt-20')
+
+
+@pytest.mark.slow
 def test_a_moved_run_evaluates_exports_and_resumes(trained, tmp_path, entry):
     original = _copy(trained, tmp_path, 'original')
     _write_absolute_index(original)

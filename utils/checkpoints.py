@@ -110,11 +110,16 @@ def _index_note(model_dir, latest, damaged):
 
 def write_index(model_dir, checkpoints):
     """Rewrites `model_dir`'s index to name `checkpoints` (oldest first) relative to the
-    directory, so that TF's restore and its deletion of old checkpoints stay inside it."""
+    directory, so that TF's restore and its deletion of old checkpoints stay inside it; with
+    none, removes the index."""
+    path = os.path.join(model_dir, INDEX_FILE)
+    if not checkpoints:
+        if os.path.exists(path):
+            os.remove(path)
+        return
     names = [os.path.basename(p) for p in checkpoints]
     lines = ['model_checkpoint_path: "%s"' % names[-1]] + [
         'all_model_checkpoint_paths: "%s"' % n for n in names]
-    path = os.path.join(model_dir, INDEX_FILE)
     with open(path + '.tmp', 'w') as f:
         f.write('\n'.join(lines) + '\n')
     os.replace(path + '.tmp', path)

@@ -48,7 +48,7 @@ def claim(model_dir, variables, graph_bytes, resume=None):
     (flock: the kernel releases it when the process dies, so a killed run never blocks the
     next), checks that a file can be written and synced and that the disk holds the run's
     first saves, and rewrites the index to name the checkpoints up to `resume` by relative
-    path. TrainingError, with nothing written, when another run holds the directory."""
+    path (none: a new run, which an index of another directory's checkpoints must not restore). TrainingError, with nothing written, when another run holds the directory."""
     try:
         os.makedirs(model_dir, exist_ok=True)
         fd = os.open(os.path.join(model_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
@@ -60,10 +60,9 @@ def claim(model_dir, variables, graph_bytes, resume=None):
         os.write(fd, ('pid %d on %s' % (os.getpid(), socket.gethostname())).encode())
         _probe(model_dir)
         check_free_space(model_dir, variables, graph_bytes)
-        if resume:
-            checkpoints.write_index(model_dir, [
-                p for p in checkpoints.scan(model_dir, verify=False).complete
-                if checkpoints.step_of(p) <= checkpoints.step_of(resume)])
+        checkpoints.write_index(model_dir, [
+            p for p in checkpoints.scan(model_dir, verify=False).complete
+            if resume and checkpoints.step_of(p) <= checkpoints.step_of(resume)])
         yield
     finally:
         os.close(fd)

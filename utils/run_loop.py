@@ -33,8 +33,8 @@ def train(dataset, model, config, extra_hooks=()):
                  config.model_dir, start, last_step)
         return start
     if start:
-        LOG.info('resuming from %s at step %d%s', resume, start, '; --init_from_keras only starts new runs' if config.init_from_keras
-                 else '')
+        LOG.info('resuming from %s at step %d%s', resume, start,
+                 '; --init_from_keras only starts new runs' if config.init_from_keras else '')
     with tf.Graph().as_default(), contextlib.ExitStack() as claimed:
         if config.seed is not None:
             tf.set_random_seed(config.seed)
