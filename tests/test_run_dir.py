@@ -199,3 +199,16 @@ def test_scan_tells_complete_from_damaged_checkpoints(tmp_path):
                             'all_model_checkpoint_paths: "model.ckpt-5"\n'
                             'all_model_checkpoint_paths: "model.ckpt-10"\n')
     assert checkpoints.scan(str(tmp_path / 'missing')) == checkpoints.Scan([], {})
+
+
+@pytest.mark.slow
+def test_an_explicit_damaged_checkpoint_is_named(trained, tmp_path, entry):
+    model_dir = _copy(trained, tmp_path)
+    _corrupt_data(model_dir)
+    checkpoint = os.path.join(model_dir, 'model.ckpt-40')
+    for script, args in (('eval.py', []), ('export.py', ['--output', str(tmp_path / 'm.pb')])):
+        failed = entry(script, '--model_dir', model_dir, '--checkpoint', checkpoint, *args,
+                       check=False)
+        _assert_one_line_failure(failed, r'%s: damaged checkpoint \(unreadable: ' % re.escape(
+            checkpoint))
+    assert not os.path.exists(str(tmp_path / 'm.pb'))

@@ -126,11 +126,14 @@ def write_index(model_dir, checkpoints):
 
 
 def find_checkpoint(model_dir, checkpoint=None):
-    """The given checkpoint path, else the latest intact one in `model_dir`; CheckpointError
-    if there is none."""
+    """The given checkpoint path (read in full first), else the latest intact one in
+    `model_dir`; CheckpointError naming it if it is missing or damaged, or if there is none."""
     if checkpoint:
         if not tf.train.checkpoint_exists(checkpoint):
             raise CheckpointError('%s: no such checkpoint' % checkpoint)
+        reason = _unreadable(checkpoint)
+        if reason:
+            raise CheckpointError('%s: damaged checkpoint (%s)' % (checkpoint, reason))
         return checkpoint
     latest = latest_checkpoint(model_dir)
     if not latest:
