@@ -35,8 +35,8 @@ def parse_args(argv):
     parser.add_argument('--log_every_steps', type=flags.positive_int, default=50)
     parser.add_argument('--seed', type=int, default=None, help='graph-level random seed')
     parser.add_argument('--download', type=flags.str2bool, default=False,
-                        help='fetch CIFAR, MNIST or Fashion-MNIST into --data_dir (default '
-                             'data) first if it is not there')
+                        help='fetch CIFAR, MNIST or Fashion-MNIST into --data_dir (default data/ '
+                             'for CIFAR, data/mnist or data/fashion_mnist) if it is not there')
     flags.add_keras_flag(parser, 'start a new run from (fine-tuning; a classifier of another '
                          'class count starts fresh)')
     parser.add_argument('--inject_nan', type=flags.batch_range, default=None,
@@ -64,7 +64,7 @@ def run(args):
     data_dir = args.data_dir or data.default_data_dir(model.dataset)
     if args.download and not model.synthetic and model.dataset in data.DOWNLOADABLE:
         from utils.download import download
-        data_dir = download(model.dataset, data_dir or 'data')
+        data_dir = download(model.dataset, data_dir)
     run_loop.train(data.for_model(model, data_dir), model, config)
 
 

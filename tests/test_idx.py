@@ -198,6 +198,26 @@ def test_download_checks_each_md5_and_falls_back_to_the_next_address(tmp_path, h
                               md5s, progress=False)
 
 
+@pytest.mark.slow
+def test_train_downloads_each_dataset_into_its_own_directory(tmp_path, http_server, entry,
+                                                             monkeypatch):
+    md5s = _serve_idx(str(tmp_path))
+    for name in ('mnist', 'fashion_mnist'):
+        monkeypatch.setitem(download.IDX_FILES, name, ([http_server + 'official/'], md5s))
+    monkeypatch.setattr(data.FashionMnist, 'SYSTEM_DIR', str(tmp_path / 'no-package'))
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = entry('train.py', '--dataset', 'fashion_mnist', '--download', 'True', '--model_dir',
+                'run', '--max_steps', '2', '--depth', '16', '--growth_rate', '4',
+                '--batch_size', '8', '--epochs_per_eval', '0')
+    assert 'done at step 2' in out.stdout
+    assert sorted(os.listdir(str(work / 'data' / 'fashion_mnist'))) == sorted(
+        n + '.gz' for n in NAMES)
+    assert download.download('mnist', progress=False) == os.path.join('data', 'mnist')
+    assert sorted(os.listdir(str(work / 'data'))) == ['fashion_mnist', 'mnist']
+
+
 def test_official_addresses_and_checksums_are_complete():
     for name in data.DOWNLOADABLE:
         if name in download.IDX_FILES:

@@ -34,12 +34,14 @@ IDX_FILES = {
 }
 
 
-def download(name, data_dir, progress=True):
+def download(name, data_dir=None, progress=True):
     """Fetches dataset `name` (cifar10, cifar100, mnist, fashion_mnist) into `data_dir` unless it
-    is already there; returns the directory to read it from."""
+    is already there; returns the directory to read it from. By default that is data/ for CIFAR
+    (whose archives unpack into a directory of their own) and data/NAME for the IDX datasets,
+    whose files have the same names in MNIST and Fashion-MNIST."""
     if name in ARCHIVES:
-        return download_cifar(name, data_dir, progress=progress)
-    return download_idx(name, data_dir, progress=progress)
+        return download_cifar(name, data_dir or 'data', progress=progress)
+    return download_idx(name, data_dir or os.path.join('data', name), progress=progress)
 
 
 def download_idx(name, data_dir, base_urls=None, md5s=None, progress=True):
