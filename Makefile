@@ -59,7 +59,7 @@ help:
 	@echo "make test-fast    the suite without the tests marked slow, on the TF=1|2 stack"
 	@echo "make train-fashion-mnist"
 	@echo "                  the README's real-data run: Fashion-MNIST (60,000 images), then the"
-	@echo "                  10,000 test images (about 80 min with TF=2, 3 h with TF=1, on 2 cores)"
+	@echo "                  10,000 test images (about 75 min with TF=2, 3 h with TF=1, on 2 cores)"
 	@echo "make fashion-mnist  install Debian's dataset-fashion-mnist (or say how to get it)"
 	@echo "make benchmark    memory and step time, naive vs efficient (TF=1|2)"
 	@echo "make venv         only build $(VENV1) (Python 3.7, TensorFlow 1.15.5, Horovod with Gloo)"
