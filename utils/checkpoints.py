@@ -26,18 +26,17 @@ Scan.__doc__ = """A directory's checkpoints: `complete` paths oldest first, and 
 def scan(model_dir, verify=True):
     """The `Scan` of `model_dir`. With `verify`, the newest complete checkpoint is read in full
     (CRCs) and, if that fails, counted as damaged and the next newest is read instead."""
-    files = collections.defaultdict(set)
+    files = collections.defaultdict(list)  # step -> _FILE matches
     for name in (os.listdir(model_dir) if model_dir and os.path.isdir(model_dir) else ()):
         match = _FILE.match(name)
         if match:
-            files[int(match.group(1))].add(name)
+            files[int(match.group(1))].append(match)
     complete, damaged = [], {}
     for step in sorted(files):
         path = os.path.join(model_dir, '%s-%d' % (PREFIX, step))
-        names = files[step]
-        shards = [re.match(r'.*data-(\d+)-of-(\d+)$', n) for n in names if '.data-' in n]
-        expected = int(shards[0].group(2)) if shards else 1
-        if '%s-%d.index' % (PREFIX, step) not in names:
+        shards = [m for m in files[step] if m.group(2) is not None]
+        expected = int(shards[0].group(3)) if shards else 1
+        if len(shards) == len(files[step]):
             damaged[path] = 'no .index file'
         elif len(shards) != expected:
             damaged[path] = '%d of %d data files' % (len(shards), expected)

@@ -86,6 +86,12 @@ def _from_arrays(images, labels):
         (tf.TensorShape(images.shape[1:]), tf.TensorShape([])))
 
 
+def _shift(image, pixels):
+    """`image` moved by up to `pixels` in each direction (zero padding, then a random crop)."""
+    padded = tf.pad(image, [[pixels, pixels], [pixels, pixels], [0, 0]])
+    return tf.image.random_crop(padded, image.shape.as_list())
+
+
 def _check_labels(labels, num_classes, path):
     """`labels` as int32 if they are a flat list of whole numbers in [0, num_classes); else a
     DataError naming `path` (a float 3.7 is refused, not truncated to 3)."""
@@ -148,7 +154,7 @@ class Digits(Dataset):
     def _preprocess(self, image, training):
         image = tf.cast(image, tf.float32)
         if training:  # shift by up to one pixel
-            image = tf.image.random_crop(tf.pad(image, [[1, 1], [1, 1], [0, 0]]), [8, 8, 1])
+            image = _shift(image, 1)
         return image
 
 
@@ -173,10 +179,11 @@ class _Idx(Dataset):
                             '--dataset %s --data_dir DIR --download True%s)' % (
                                 data_dir or '(no --data_dir)', self.name, self.name, hint))
         self.dir = data_dir
-        self._splits = dict(
-            (training, idx.read_split(data_dir, images, labels, self.image_shape[0],
-                                      self.num_classes))
-            for training, (images, labels) in self.FILES.items())
+        self._splits = {}
+        for training, names in self.FILES.items():
+            images, labels, labels_path = idx.read_split(data_dir, *names, self.image_shape[0])
+            self._splits[training] = (images, _check_labels(labels, self.num_classes,
+                                                            labels_path))
         self.train_size = len(self._splits[True][1])
         self.test_size = len(self._splits[False][1])
 
@@ -186,7 +193,7 @@ class _Idx(Dataset):
     def _preprocess(self, image, training):
         image = tf.cast(image, tf.float32)
         if training:  # shift by up to two pixels; mirror only where that keeps the class
-            image = tf.image.random_crop(tf.pad(image, [[2, 2], [2, 2], [0, 0]]), [28, 28, 1])
+            image = _shift(image, 2)
             if self.FLIP:
                 image = tf.image.random_flip_left_right(image)
         return image
@@ -299,7 +306,7 @@ class _Cifar(Dataset):
     def _preprocess(self, image, training):
         image = tf.cast(image, tf.float32)
         if training:
-            image = tf.image.random_crop(tf.pad(image, [[4, 4], [4, 4], [0, 0]]), [32, 32, 3])
+            image = _shift(image, 4)
             image = tf.image.random_flip_left_right(image)
         return image
 

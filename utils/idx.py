@@ -56,9 +56,9 @@ def read(path, dims):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
 
 
-def read_split(directory, images_name, labels_name, image_size, num_classes):
-    """(images (N, size, size, 1) uint8, labels (N,) int32) of one split, checked for shape,
-    matching counts and labels in [0, num_classes)."""
+def read_split(directory, images_name, labels_name, image_size):
+    """(images (N, size, size, 1) uint8, labels (N,) uint8, the labels' path) of one split,
+    checked for shape and matching, non-zero counts (the caller checks the label values)."""
     paths = []
     for name in (images_name, labels_name):
         path = find(directory, name)
@@ -75,7 +75,4 @@ def read_split(directory, images_name, labels_name, image_size, num_classes):
             paths[1], len(labels), paths[0], len(images)))
     if len(labels) == 0:
         raise DataError('%s: no images' % paths[0])
-    if labels.max() >= num_classes:
-        raise DataError('%s: label %d out of range [0, %d)' % (
-            paths[1], labels.max(), num_classes))
-    return images[..., None], labels.astype(np.int32)
+    return images[..., None], labels, paths[1]
