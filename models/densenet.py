@@ -8,6 +8,7 @@ from typing import Tuple
 
 from models import compat
 from models import layers as L
+from models import shared
 from models.compat import tf
 
 SCOPE = 'densenet'
@@ -34,7 +35,10 @@ class DenseNetCreator(object):
         back-propagation instead of storing their intermediate feature maps, so that training
         memory grows linearly with depth; numerically the same model. Between True and False:
         'every=N' recomputes every N-th dense layer of each block (N=1 is True), 'blocks=2,3'
-        only the listed (1-based) blocks with their transitions. See `Recomputation`.
+        only the listed (1-based) blocks with their transitions. 'shared': no concatenation at
+        all and batch statistics computed once per feature map, recomputed chunk by chunk in
+        custom gradients (`models.shared`): the least memory, at about naive speed; not with
+        `mfm_transitions`. See `Recomputation`.
       growth_rate: k, the channels each dense layer adds.
       include_top: end with the classifier; otherwise return the globally pooled features.
       nb_dense_block: number of dense blocks B.
@@ -85,6 +89,10 @@ class DenseNetCreator(object):
         self.mfm_layers = _block_set('mfm_layers', mfm_layers, nb_dense_block)
         if self.mfm_layers and not bottleneck:
             raise ValueError('mfm_layers halves the bottleneck: it needs bottleneck=True')
+        if plan.shared and self.mfm_transitions:
+            raise ValueError("efficient='shared' normalises each earlier feature map on its own, "
+                             "and a Max-Feature-Map transition pairs channels across them: use "
+                             "efficient=True with mfm_transitions")
 
         self.img_input = img_input
         self.nb_classes = nb_classes
@@ -104,7 +112,7 @@ class DenseNetCreator(object):
         self._check_mfm_channels()
         # Recomputation only pays off when gradients are taken: inference never recomputes.
         self.plan = plan if self.training else Recomputation()
-        self.recomputed = []  # scopes wrapped in recompute_grad, filled by __call__
+        self.recomputed = []  # scopes recomputed in back-propagation, filled by __call__
         self.dropout_seed = None
         self.update_ops = []
 
@@ -130,33 +138,138 @@ class DenseNetCreator(object):
                 # One seed per step; each layer offsets it. Feed it to replay a step's dropout.
                 self.dropout_seed = L.new_dropout_seed()
             x = self._apply('stem', self._stem, [self.img_input], self.plan.stem)
-            layer_index = 0
-            for block in range(self.nb_dense_block):
-                features = [x]
-                with tf.variable_scope('denseblock%d' % (block + 1)):
-                    for layer in range(self.nb_layers[block]):
-                        layer_index += 1
-                        inputs = list(features)
-                        if self.dropout_seed is not None:
-                            inputs.append(self.dropout_seed + tf.constant([0, layer_index], tf.int64))
-                        recompute = self.plan.layer(block, layer)
-                        outputs = self._apply('denselayer%d' % (layer + 1),
-                                              self._dense_layer_body(block, recompute), inputs,
-                                              recompute)
-                        if recompute:  # the features passed through: see _dense_layer_body
-                            features = list(outputs[1:])
-                            outputs = outputs[0]
-                        features.append(outputs)
-                if block < self.nb_dense_block - 1:
-                    x = self._apply('transition%d' % (block + 1), self._transition_body(block),
-                                    features, self.plan.transition(block))
-            x = self._apply('final', self._head, features, self.plan.final(self.nb_dense_block))
+            if self.plan.shared:
+                x = self._shared_blocks(x)
+            else:
+                x = self._blocks(x)
             self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
             if not self.include_top:
-                return tf.cast(x, tf.float32)
+                return tf.cast(x, L.stats_dtype(x.dtype))
             logits = tf.layers.dense(x, self.nb_classes, name='classifier', reuse=tf.AUTO_REUSE,
                                      trainable=self.trainable)
-            return tf.cast(logits, tf.float32, name='logits')
+            return tf.cast(logits, L.stats_dtype(logits.dtype), name='logits')
+
+    def _blocks(self, x):
+        """Dense blocks, transitions and the final norm, each one function of the concatenated
+        earlier features (recomputed as the plan says); returns the pooled features."""
+        layer_index = 0
+        for block in range(self.nb_dense_block):
+            features = [x]
+            with tf.variable_scope('denseblock%d' % (block + 1)):
+                for layer in range(self.nb_layers[block]):
+                    layer_index += 1
+                    inputs = list(features)
+                    if self.dropout_seed is not None:
+                        inputs.append(self._layer_seed(layer_index))
+                    recompute = self.plan.layer(block, layer)
+                    outputs = self._apply('denselayer%d' % (layer + 1),
+                                          self._dense_layer_body(block, recompute), inputs,
+                                          recompute)
+                    if recompute:  # the features passed through: see _dense_layer_body
+                        features = list(outputs[1:])
+                        outputs = outputs[0]
+                    features.append(outputs)
+            if block < self.nb_dense_block - 1:
+                x = self._apply('transition%d' % (block + 1), self._transition_body(block),
+                                features, self.plan.transition(block))
+        return self._apply('final', self._head, features,
+                           self.plan.final(self.nb_dense_block))
+
+
+    def _layer_seed(self, layer_index):
+        return self.dropout_seed + tf.constant([0, layer_index], tf.int64)
+
+    # -- efficient='shared' --------------------------------------------------------------------
+
+    def _shared_blocks(self, x):
+        """`_blocks` without concatenations: every feature map's batch statistics are computed
+        once, where it is produced, and each consumer is a `shared.consume` custom gradient."""
+        layer_index = 0
+        for block in range(self.nb_dense_block):
+            features, stats = [x], [shared.moments(x, self.data_format)]
+            with tf.variable_scope('denseblock%d' % (block + 1)):
+                for layer in range(self.nb_layers[block]):
+                    layer_index += 1
+                    with tf.variable_scope('denselayer%d' % (layer + 1)):
+                        self.recomputed.append(tf.get_variable_scope().name)
+                        new, features = self._shared_dense_layer(
+                            features, stats, block in self.mfm_layers, layer_index)
+                    features.append(new)
+                    stats.append(shared.moments(new, self.data_format))
+            if block == self.nb_dense_block - 1:
+                break
+            with tf.variable_scope('transition%d' % (block + 1)):
+                self.recomputed.append(tf.get_variable_scope().name)
+                gamma, beta = self._shared_norm(features, stats, 'norm')
+                width = int(sum(_channels(f, self.data_format) for f in features))
+                kernel = self._kernel('conv', 1, width, int(width * self.compression))
+                x, = shared.consume(features, stats, gamma, beta, kernel,
+                                    self._groups(features), self.data_format, pool=True)
+        with tf.variable_scope('final'):
+            self.recomputed.append(tf.get_variable_scope().name)
+            gamma, beta = self._shared_norm(features, stats, 'final_norm')
+            x, = shared.consume(features, stats, gamma, beta, None, self._groups(features),
+                                self.data_format)
+        return x
+
+    def _shared_dense_layer(self, features, stats, mfm, layer_index):
+        """(new feature map, the earlier ones passed through) of one dense layer: norm1 and the
+        first convolution chunk by chunk, the rest (the bottleneck's norm2, activation and 3x3
+        convolution, dropout) as the tail of the same custom gradient."""
+        gamma, beta = self._shared_norm(features, stats, 'norm1')
+        width = int(sum(_channels(f, self.data_format) for f in features))
+        k = self.growth_rate
+        kernel = self._kernel('conv1', 1 if self.bottleneck else 3, width,
+                              4 * k if self.bottleneck else k)
+        tail_args = []
+        if self.bottleneck:
+            gamma2, beta2, moving_mean2, moving_variance2 = L.bn_variables(
+                4 * k, 'norm2', features[0].dtype, self.trainable)
+            tail_args = [gamma2, beta2, self._kernel('conv2', 3, 2 * k if mfm else 4 * k, k)]
+        if self.dropout_seed is not None:
+            tail_args.append(self._layer_seed(layer_index))
+        fmt = self.data_format
+
+        def tail(x, *args):
+            statistics = []
+            if self.bottleneck:
+                x, mean, variance = L.normalize_batch(x, args[0], args[1], fmt)
+                statistics = [mean, variance]
+                x = L.max_feature_map(x, fmt) if mfm else tf.nn.relu(x)
+                x = tf.nn.conv2d(x, args[2], [1, 1, 1, 1], 'SAME',
+                                 data_format='NCHW' if fmt == L.CHANNELS_FIRST else 'NHWC')
+            if self.dropout_seed is not None:
+                x = L.dropout(x, self.dropout_rate, args[-1])
+            return [x] + statistics
+
+        outputs = shared.consume(features, stats, gamma, beta, kernel, self._groups(features),
+                                 fmt, tail=tail if tail_args else None, tail_args=tail_args,
+                                 passthrough=True)
+        if self.bottleneck:
+            L.update_moving_averages(moving_mean2, moving_variance2, outputs[1], outputs[2])
+        return outputs[0], outputs[-len(features):]
+
+    def _shared_norm(self, features, stats, name):
+        """gamma and beta of a consumer's batch norm over the concatenated `features`, whose
+        moving averages take the features' shared statistics (once per step)."""
+        width = int(sum(_channels(f, self.data_format) for f in features))
+        gamma, beta, moving_mean, moving_variance = L.bn_variables(
+            width, name, features[0].dtype, self.trainable)
+        mean = shared.concat([m for m, _ in stats], 0)
+        variance = shared.concat([v for _, v in stats], 0)
+        L.update_moving_averages(moving_mean, moving_variance, mean,
+                                 variance * L.unbiased_factor(features[0], self.data_format))
+        return gamma, beta
+
+    def _kernel(self, name, size, in_channels, filters):
+        """The kernel `L.conv2d` would create as `name`: same name, shape and initialiser."""
+        with tf.variable_scope(name):
+            return tf.get_variable('kernel', [size, size, in_channels, filters],
+                                   self.img_input.dtype, tf.initializers.he_normal(),
+                                   trainable=self.trainable)
+
+    def _groups(self, features):
+        return shared.groups_of(len(features), shared.CHUNK_LAYERS)
 
     def _apply(self, scope, body, inputs, recompute):
         """Runs `body(inputs, is_recomputing)` in `scope`, recomputed in back-prop if asked."""
@@ -256,15 +369,17 @@ class Recomputation(object):
     `every=N`: every N-th dense layer of each block (layers N, 2N, ...; N=1 is everything),
     plus the stem, transitions and final norm. `blocks=(1, 3)`: the dense layers and the
     transition of those (1-based) blocks, the stem with block 1, the final norm with the last.
-    Neither: nothing (naive).
+    `shared`: the stem as with every=1, everything after it in `models.shared`'s custom
+    gradients. None of them: nothing (naive).
     """
     every: int = 0
     blocks: Tuple[int, ...] = ()
+    shared: bool = False
 
     @classmethod
     def parse(cls, value):
-        """From True, False, 'true'/'false', 'every=N', 'blocks=i,j' or a Recomputation;
-        ValueError otherwise."""
+        """From True, False, 'true'/'false', 'shared', 'every=N', 'blocks=i,j' or a
+        Recomputation; ValueError otherwise."""
         if isinstance(value, cls):
             return value
         text = value.strip().lower() if isinstance(value, str) else None
@@ -272,6 +387,8 @@ class Recomputation(object):
             return cls(every=1)
         if value is False or text == 'false':
             return cls()
+        if text == 'shared':
+            return cls(shared=True)
         key, _, numbers = (text or '').partition('=')
         try:
             values = [int(n) for n in numbers.split(',')] if numbers else []
@@ -281,8 +398,8 @@ class Recomputation(object):
             return cls(every=values[0])
         if key == 'blocks' and values and min(values) >= 1:
             return cls(blocks=tuple(sorted(set(values))))
-        raise ValueError("efficient must be True, False, 'every=N' (N >= 1) or 'blocks=i,j,...', "
-                         "got %r" % (value,))
+        raise ValueError("efficient must be True, False, 'shared', 'every=N' (N >= 1) or "
+                         "'blocks=i,j,...', got %r" % (value,))
 
     def check(self, nb_dense_block):
         """ValueError if a listed block is not one of `nb_dense_block`."""
@@ -293,11 +410,11 @@ class Recomputation(object):
 
     @property
     def any(self):
-        return bool(self.every or self.blocks)
+        return bool(self.every or self.blocks or self.shared)
 
     @property
     def stem(self):
-        return self.every > 0 or 1 in self.blocks
+        return self.every > 0 or 1 in self.blocks or self.shared
 
     def final(self, nb_dense_block):
         return self.every > 0 or nb_dense_block in self.blocks
@@ -310,6 +427,8 @@ class Recomputation(object):
         return self.every > 0 or block + 1 in self.blocks
 
     def __str__(self):
+        if self.shared:
+            return 'shared'
         if self.every == 1:
             return 'efficient'
         if self.every:
@@ -317,6 +436,10 @@ class Recomputation(object):
         if self.blocks:
             return 'blocks=' + ','.join(map(str, self.blocks))
         return 'naive'
+
+
+def _channels(x, data_format):
+    return int(x.shape[L.channel_axis(data_format)])
 
 
 def _block_set(name, blocks, last):

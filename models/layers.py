@@ -54,43 +54,98 @@ def fp32_master_weights(getter, name, shape=None, dtype=None, *args, **kwargs):
     return getter(name, shape, dtype, *args, **kwargs)
 
 
-def batch_norm(x, training, data_format, name, update_statistics=True, trainable=True):
-    """Batch normalisation over the channel axis; statistics and affine parameters are float32.
+def stats_dtype(dtype):
+    """Batch-norm statistics and affine parameters: float32, or float64 in a float64 model."""
+    return tf.float64 if dtype == tf.float64 else tf.float32
 
-    In training mode the batch statistics normalise `x`; when `update_statistics` is set, one
-    moving-average update per statistic is added to `tf.GraphKeys.UPDATE_OPS`; non-finite batch
-    statistics are not averaged in.
-    """
-    channels = int(x.shape[channel_axis(data_format)])
-    fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+
+def bn_variables(channels, name, dtype, trainable=True):
+    """gamma, beta, moving_mean, moving_variance of the batch norm `name` (float32, or float64
+    in a float64 model): the one place their names, shapes and initial values are set."""
+    dtype = stats_dtype(dtype)
     with tf.variable_scope(name):
-        gamma = tf.get_variable('gamma', [channels], tf.float32, tf.ones_initializer(),
+        gamma = tf.get_variable('gamma', [channels], dtype, tf.ones_initializer(),
                                 trainable=trainable)
-        beta = tf.get_variable('beta', [channels], tf.float32, tf.zeros_initializer(),
+        beta = tf.get_variable('beta', [channels], dtype, tf.zeros_initializer(),
                                trainable=trainable)
         # Non-trainable variables are not watched by the recomputation's gradient tape, so reading
-        # them below in the forward pass only does not upset `recompute_grad`'s variable check.
-        moving_mean = tf.get_variable('moving_mean', [channels], tf.float32,
-                                      tf.zeros_initializer(), trainable=False)
-        moving_variance = tf.get_variable('moving_variance', [channels], tf.float32,
+        # them in the forward pass only does not upset `recompute_grad`'s variable check.
+        moving_mean = tf.get_variable('moving_mean', [channels], dtype, tf.zeros_initializer(),
+                                      trainable=False)
+        moving_variance = tf.get_variable('moving_variance', [channels], dtype,
                                           tf.ones_initializer(), trainable=False)
-        if not training:
-            y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
-                                             variance=moving_variance, epsilon=BN_EPSILON,
-                                             data_format=fmt, is_training=False)
-            return y
+    return gamma, beta, moving_mean, moving_variance
+
+
+def update_moving_averages(moving_mean, moving_variance, mean, variance):
+    """One momentum update of each moving statistic, added to `tf.GraphKeys.UPDATE_OPS`.
+
+    `variance` is the unbiased batch variance (as tf.keras averages it). A non-finite statistic
+    (an overflowing fp16 step, a bad batch: steps that are skipped) leaves that channel's
+    average as it was.
+    """
+    decay = 1.0 - BN_MOMENTUM
+    for var, value in ((moving_mean, mean), (moving_variance, variance)):
+        change = tf.where(tf.is_finite(value), (var - value) * decay, tf.zeros_like(var))
+        update = var.assign_sub(change, read_value=False)
+        tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+
+
+def normalize_batch(x, gamma, beta, data_format):
+    """Training-mode batch norm: (output, batch mean, unbiased batch variance).
+
+    `tf.nn.fused_batch_norm` (which has no float64 kernel), or the same arithmetic in plain ops
+    for a float64 model.
+    """
+    if x.dtype != tf.float64:
+        fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
         # The returned variance is the unbiased one, as tf.keras uses for its moving variance.
-        y, mean, variance = tf.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON,
-                                                   data_format=fmt, is_training=True)
-        if update_statistics:
-            decay = 1.0 - BN_MOMENTUM
-            for var, value in ((moving_mean, mean), (moving_variance, variance)):
-                # A non-finite statistic (an overflowing fp16 step, a bad batch: steps that are
-                # skipped) leaves that channel's average as it was.
-                change = tf.where(tf.is_finite(value), (var - value) * decay, tf.zeros_like(var))
-                update = var.assign_sub(change, read_value=False)
-                tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+        return tf.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON, data_format=fmt,
+                                      is_training=True)
+    axes = [0] + spatial_axes(data_format)
+    mean, variance = tf.nn.moments(x, axes)
+    y = scale_and_shift(x, mean, variance, gamma, beta, data_format)
+    return y, mean, variance * unbiased_factor(x, data_format)
+
+
+def scale_and_shift(x, mean, variance, gamma, beta, data_format):
+    """(x - mean) / sqrt(variance + eps) * gamma + beta per channel, as one multiply-add in
+    x's dtype (the per-channel factors are computed in the statistics' dtype)."""
+    scale = gamma * tf.rsqrt(variance + BN_EPSILON)
+    shift = beta - mean * scale
+    shape = [1, -1, 1, 1] if data_format == CHANNELS_FIRST else [1, 1, 1, -1]
+    return (x * tf.reshape(tf.cast(scale, x.dtype), shape)
+            + tf.reshape(tf.cast(shift, x.dtype), shape))
+
+
+def unbiased_factor(x, data_format):
+    """n / (n - 1) for the n values per channel of x (1 when n is 1), as fused batch norm."""
+    n = tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[channel_axis(data_format)], tf.int64)
+    n = tf.cast(n, stats_dtype(x.dtype))
+    return n / tf.maximum(n - 1, 1)
+
+
+def batch_norm(x, training, data_format, name, update_statistics=True, trainable=True):
+    """Batch normalisation over the channel axis; statistics and affine parameters are float32
+    (float64 in a float64 model).
+
+    In training mode the batch statistics normalise `x`; when `update_statistics` is set, one
+    moving-average update per statistic is added to `tf.GraphKeys.UPDATE_OPS`.
+    """
+    channels = int(x.shape[channel_axis(data_format)])
+    gamma, beta, moving_mean, moving_variance = bn_variables(channels, name, x.dtype, trainable)
+    if not training:
+        if x.dtype == tf.float64:
+            return scale_and_shift(x, moving_mean, moving_variance, gamma, beta, data_format)
+        fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+        y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
+                                         variance=moving_variance, epsilon=BN_EPSILON,
+                                         data_format=fmt, is_training=False)
         return y
+    y, mean, variance = normalize_batch(x, gamma, beta, data_format)
+    if update_statistics:
+        update_moving_averages(moving_mean, moving_variance, mean, variance)
+    return y
 
 
 def conv2d(x, filters, kernel_size, data_format, name, strides=1, padding='same', trainable=True):
