@@ -236,8 +236,7 @@ class DenseNetCreator(object):
                 x, mean, variance = L.normalize_batch(x, args[0], args[1], fmt)
                 statistics = [mean, variance]
                 x = L.max_feature_map(x, fmt) if mfm else tf.nn.relu(x)
-                x = tf.nn.conv2d(x, args[2], [1, 1, 1, 1], 'SAME',
-                                 data_format='NCHW' if fmt == L.CHANNELS_FIRST else 'NHWC')
+                x = shared.conv2d(x, args[2], fmt)
             if self.dropout_seed is not None:
                 x = L.dropout(x, self.dropout_rate, args[-1])
             return [x] + statistics

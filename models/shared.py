@@ -44,7 +44,10 @@ def moments(x, data_format):
             n = tf.cast(tf.size(x), dtype) / tf.cast(tf.shape(mean)[0], dtype)
             d_mean = tf.zeros_like(mean) if d_mean is None else d_mean
             d_variance = tf.zeros_like(variance) if d_variance is None else d_variance
-            centred = tf.cast(x, dtype) - _per_channel(mean, data_format)
+            # Not before the gradients exist: x - mean needs only forward values, and would
+            # otherwise be computed early and held, a second copy of every feature map.
+            with tf.control_dependencies([d_mean, d_variance]):
+                centred = tf.cast(x, dtype) - _per_channel(mean, data_format)
             dx = (centred * _per_channel(2.0 * d_variance / n, data_format)
                   + _per_channel(d_mean / n, data_format))
             return tf.cast(dx, x.dtype)
@@ -97,7 +100,7 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
             r = tf.nn.avg_pool(r, _window(data_format), _window(data_format), 'VALID',
                                data_format=data_format_nn)
         slices.append(params[2][:, :, lo:hi, :])
-        return tf.nn.conv2d(r, slices[4], [1, 1, 1, 1], 'SAME', data_format=data_format_nn), slices
+        return conv2d(r, slices[4], data_format), slices
 
     def all_chunks(feats, mean, var, params, gate):
         """The chunks one after the other (each waits for the previous one's result)."""
@@ -161,6 +164,54 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
         return outputs, backward
 
     return forward(*(list(features) + means + variances + head + list(tail_args)))
+
+
+def conv2d(x, kernel, data_format):
+    """Stride-1 'SAME' convolution by an HWIO kernel with odd sides.
+
+    With channels_last, no Conv2DBackpropFilter/Input: on the CPU they allocate work buffers
+    (15-30 MiB at BC-100 b64, whatever the batch) larger than any tensor of a dense layer's
+    backward pass. A 1x1 kernel is a MatMul. A larger kernel's input gradient is the forward
+    convolution by the flipped kernel, and its kernel gradient one MatMul per kernel tap, of
+    the input by a shifted copy of the output gradient, one tap after the other. (channels_first
+    is for GPUs, whose convolutions are left to cuDNN.)
+    """
+    fmt = 'NCHW' if data_format == L.CHANNELS_FIRST else 'NHWC'
+    height, width, in_channels, filters = [int(d) for d in kernel.shape]
+    if data_format == L.CHANNELS_FIRST:
+        return tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME', data_format=fmt)
+    if height * width == 1:  # a MatMul, whose gradients are MatMuls of exactly their size
+        rows = tf.matmul(tf.reshape(x, [-1, in_channels]), tf.reshape(kernel, [in_channels,
+                                                                                filters]))
+        return tf.reshape(rows, tf.concat([tf.shape(x)[:3], [filters]], 0))
+
+    @tf.custom_gradient
+    def forward(x, kernel):
+        def backward(dy):
+            # The input gradient as a forward convolution by the flipped, transposed kernel
+            # (exact for odd sides and 'SAME'): Conv2DBackpropInput allocates a work buffer too.
+            flipped = tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2])
+            dx = tf.nn.conv2d(dy, flipped, [1, 1, 1, 1], 'SAME', data_format=fmt)
+            # y[p] = sum_t x[p + t] W[t] over the taps t, so dW[t] = sum_q x[q]^T dy[q - t]:
+            # dy padded by the kernel's half-size and sliced at the tap's offset.
+            ph, pw = height // 2, width // 2
+            padded = tf.pad(dy, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+            rows = tf.reshape(x, [-1, in_channels])
+            size = tf.shape(x)[1:3]
+            taps, gate = [], [dx]
+            for a in range(height):
+                for b in range(width):
+                    with tf.control_dependencies(gate):
+                        shifted = tf.slice(padded, [0, 2 * ph - a, 2 * pw - b, 0],
+                                           tf.concat([[-1], size, [-1]], 0))
+                        taps.append(tf.matmul(rows, tf.reshape(shifted, [-1, filters]),
+                                              transpose_a=True))
+                    gate = taps[-1:]
+            return dx, tf.reshape(tf.stack(taps), kernel.shape)
+
+        return tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME', data_format=fmt), backward
+
+    return forward(x, kernel)
 
 
 def groups_of(count, size):

@@ -146,13 +146,18 @@ def test_default_data_format_on_this_machine():
 
 # -- efficient == naive ------------------------------------------------------------------------
 
-def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32):
-    """Loss, gradients (by variable name) and moving statistics after one step, fixed weights."""
+def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32, size=SIZE, **kwargs):
+    """Loss, gradients (by variable name) and moving statistics after one step, fixed weights.
+
+    A DenseNet-BC with 3 blocks of 2 layers, k=4, unless `kwargs` say otherwise.
+    """
+    config = dict(bottleneck=True, depth=16, growth_rate=4, reduction=0.5)
+    config.update(kwargs)
     with tf.Graph().as_default():
-        img = tf.constant(_images())
-        model = models.densenet_bc(tf.cast(img, dtype), CLASSES, depth=16, growth_rate=4,
-                                   efficient=efficient, dropout_rate=dropout_rate,
-                                   data_format='channels_last')
+        img = tf.constant(np.random.RandomState(0).randn(BATCH, size, size, 3))
+        model = models.DenseNetCreator(tf.cast(img, dtype), CLASSES, efficient=efficient,
+                                       dropout_rate=dropout_rate, data_format='channels_last',
+                                       **config)
         loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
         variables = tf.trainable_variables()
         grads = tf.gradients(loss, variables)
@@ -211,6 +216,53 @@ def test_partial_recomputation_wraps_what_it_says_and_keeps_the_gradients(settin
         np.testing.assert_allclose(value, partial['moving_after'][name], rtol=1e-5, atol=1e-6)
 
 
+SHARED_CASES = {
+    'bottleneck': {},
+    'plain': dict(bottleneck=False, depth=10, reduction=0.0),
+    'dropout': dict(dropout_rate=0.3),
+    'imagenet stem': dict(size=32, nb_dense_block=4, nb_layers_per_block=[2, 3, 2, 1],
+                          nb_filter=8, subsample_initial_block=True),
+    'mfm layers': dict(mfm_layers=[2, 3]),
+}
+
+
+@pytest.mark.parametrize('case', sorted(SHARED_CASES))
+def test_shared_statistics_mode_equals_naive_in_float64(case):
+    """Concat-free layers and shared batch statistics are exact identities: in float64 the
+    loss, every gradient and every moving statistic agree to rounding."""
+    naive = _loss_and_gradients(False, dtype=tf.float64, **SHARED_CASES[case])
+    shared = _loss_and_gradients('shared', dtype=tf.float64, **SHARED_CASES[case])
+    assert naive['loss'].dtype == np.float64 and np.isfinite(naive['loss'])
+    assert _relative_error(naive['loss'], shared['loss']) < 1e-9
+    assert sorted(naive['grads']) == sorted(shared['grads'])
+    for name, grad in naive['grads'].items():
+        assert grad.dtype == np.float64 and np.any(grad != 0), name
+        assert _relative_error(grad, shared['grads'][name]) < 1e-9, name
+    assert naive['n_updates'] == shared['n_updates']
+    for name, value in naive['moving_after'].items():
+        assert np.any(value != naive['moving_before'][name]), name
+        assert _relative_error(value, shared['moving_after'][name]) < 1e-9, name
+
+
+def test_shared_statistics_mode_agrees_with_naive_in_float32():
+    naive, shared = _loss_and_gradients(False), _loss_and_gradients('shared')
+    assert _relative_error(naive['loss'], shared['loss']) < 1e-5
+    for name, grad in naive['grads'].items():  # summation order differs: float32 rounding
+        assert _relative_error(grad, shared['grads'][name]) < 1e-3, name
+
+
+def test_shared_statistics_mode_has_no_full_width_concatenation():
+    """No feature maps concatenated wider than one chunk (4 layers' outputs, 4k channels),
+    forward or backward, where efficient=True concatenates whole layer inputs (8 + 5k)."""
+    def widest_concatenation(efficient):
+        ops = _loss_and_gradients(efficient, depth=40)['graph_ops']  # 3 blocks of 6 layers
+        return max(int(op.outputs[0].shape[-1]) for op in ops
+                   if op.type == 'ConcatV2' and op.outputs[0].shape.ndims == 4
+                   and op.outputs[0].shape[0] == BATCH)  # not a kernel's gradient
+    assert widest_concatenation('shared') == 4 * 4
+    assert widest_concatenation(True) >= 8 + 5 * 4
+
+
 def test_dropout_changes_the_loss_and_its_seed_replays_it():
     a = _loss_and_gradients(True, 0.3)
     b = _loss_and_gradients(True, 0.0)
@@ -227,7 +279,7 @@ def test_efficient_graph_really_recomputes_in_the_backward_pass():
     assert len(forward_convs_under_gradients(_loss_and_gradients(True))) == 1 + 12 + 2
 
 
-@pytest.mark.parametrize('efficient', [False, True])
+@pytest.mark.parametrize('efficient', [False, True, 'shared'])
 def test_moving_statistics_get_exactly_one_momentum_update(efficient):
     with tf.Graph().as_default():
         images = _images()
@@ -255,11 +307,13 @@ def test_moving_statistics_get_exactly_one_momentum_update(efficient):
     np.testing.assert_allclose(var, momentum + (1 - momentum) * batch_var, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize('written_efficient', [False, True])
-def test_checkpoints_restore_across_efficient_settings(tmp_path, written_efficient):
+@pytest.mark.parametrize('written_efficient, read_efficient', [
+    (False, True), (True, False), ('shared', False), (False, 'shared'), ('shared', True)])
+def test_checkpoints_restore_across_efficient_settings(tmp_path, written_efficient,
+                                                       read_efficient):
     path = os.path.join(str(tmp_path), 'model.ckpt')
     logits = {}
-    for efficient in (written_efficient, not written_efficient):
+    for efficient in (written_efficient, read_efficient):
         with tf.Graph().as_default():
             model = models.densenet_bc(tf.constant(_images()), CLASSES, depth=16, growth_rate=4,
                                        efficient=efficient, data_format='channels_last')
@@ -280,7 +334,7 @@ def test_checkpoints_restore_across_efficient_settings(tmp_path, written_efficie
     np.testing.assert_allclose(logits['written'], logits['restored'], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('efficient', [False, True])
+@pytest.mark.parametrize('efficient', [False, True, 'shared'])
 def test_fp16_step_runs_with_float16_activations_and_float32_variables(efficient):
     with tf.Graph().as_default():
         img = tf.cast(tf.constant(_images()), tf.float16)
@@ -292,9 +346,9 @@ def test_fp16_step_runs_with_float16_activations_and_float32_variables(efficient
             train = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
         assert logits.dtype == tf.float32
         assert all(v.dtype.base_dtype == tf.float32 for v in tf.global_variables())
-        conv = tf.get_default_graph().get_tensor_by_name(
-            'densenet/denseblock1/denselayer1/conv2/Conv2D:0')
-        assert conv.dtype == tf.float16
+        convs = [op.outputs[0] for op in tf.get_default_graph().get_operations()
+                 if op.type == 'Conv2D' and op.name.startswith('densenet/denseblock1/')]
+        assert convs and all(conv.dtype == tf.float16 for conv in convs)
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             first = sess.run(loss)
