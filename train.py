@@ -16,7 +16,9 @@ def parse_args(argv):
     flags.add_model_flags(parser)
     parser.add_argument('--efficient', type=flags.efficiency, default=flags.efficiency('True'),
                         help='recompute dense layers in back-prop: linear memory (default True); '
-                             'every=N: only every N-th layer, blocks=2,3: only those blocks')
+                             'shared: no concatenations and batch statistics shared between '
+                             'layers, the least memory at about naive speed; every=N: only '
+                             'every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--train_epochs', type=flags.positive, default=None,
                         help='epochs to train (dataset default: digits 30, (Fashion-)MNIST 15, '
                              'CIFAR 300, ImageNet 90)')

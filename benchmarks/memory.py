@@ -1,10 +1,12 @@
-"""Peak training memory and step time versus depth: naive, efficient, partial recomputation, tf.keras.
+"""Peak training memory, step time and graph build time versus depth: naive, efficient (True),
+shared, partial recomputation, tf.keras.
 
     python -m benchmarks.memory                       # DenseNet-BC k=12, L=40..280, batch 64, 32x32
     python -m benchmarks.memory --quick               # tiny sizes, about a minute
     python -m benchmarks.memory --budget_gb 2         # deepest BC and largest batch within 2 GB
 
-For each depth it builds one training step (Nesterov SGD) naive and efficient, warms up, replays a
+For each depth it builds one training step (Nesterov SGD) naive, efficient=True and
+efficient='shared' (timing the graph construction, gradients included), warms up, replays a
 traced step's allocation records for the peak bytes the step allocates on top of the variables
 (utils.memory, on CPU or GPU), and times the median of --steps untraced steps. It
 writes memory.csv and memory.png to --out, prints a table and the log-log slope of each mode's
@@ -28,9 +30,11 @@ from utils import memory  # noqa: E402
 
 MIB = 2.0 ** 20
 CSV_FIELDS = ('model', 'depth', 'setting', 'batch', 'image_size', 'params', 'variables_mib',
-              'peak_mib', 'step_s', 'tensorflow')
-BC_HEADER = ('depth', 'params', 'naive MiB', 'efficient MiB', 'ratio', 'naive s/step',
-             'efficient s/step', 'overhead')
+              'peak_mib', 'step_s', 'build_s', 'tensorflow')
+SETTINGS = ((False, 'naive'), (True, 'efficient'), ('shared', 'shared'))
+BC_HEADER = ('depth', 'params', 'naive MiB', 'efficient MiB', 'shared MiB', 'efficient/naive',
+             'shared/naive', 'naive s/step', 'efficient s/step', 'shared s/step',
+             'build s (naive/eff./shared)')
 QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=2, partial_depth=28,
              keras_batch=2, keras_image_size=32, budget_max_depth=28, budget_max_batch=16)
 
@@ -59,7 +63,8 @@ def _keras_densenet121(images, classes):
 
 
 def measure(build, batch_size, image_size, steps, classes=10):
-    """dict(params, variables_mib, peak_mib, step_s) of one training step of `build`'s model.
+    """dict(params, variables_mib, peak_mib, step_s, build_s) of one training step of
+    `build`'s model; build_s is the graph construction, gradients and optimizer included.
 
     `steps=0` skips timing (step_s is None): the budget search only needs the peak.
     """
@@ -68,9 +73,11 @@ def measure(build, batch_size, image_size, steps, classes=10):
         images = tf.constant(rng.uniform(0, 1, (batch_size, image_size, image_size, 3))
                              .astype(np.float32))
         labels = tf.constant(rng.randint(0, classes, batch_size).astype(np.int32))
+        start = time.time()
         loss = tf.losses.sparse_softmax_cross_entropy(labels, build(images, classes))
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             train = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss)
+        build_s = time.time() - start
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
                         for v in tf.global_variables())
@@ -85,7 +92,7 @@ def measure(build, batch_size, image_size, steps, classes=10):
                 times.append(time.time() - start)
     tf.keras.backend.clear_session()
     return dict(params=params, variables_mib=variables / MIB, peak_mib=peak / MIB,
-                step_s=float(np.median(times)) if times else None)
+                step_s=float(np.median(times)) if times else None, build_s=build_s)
 
 
 def loglog_slope(depths, peaks):
@@ -152,7 +159,7 @@ def _write_plot(rows, path):
     import matplotlib.pyplot as plt
     bc = [r for r in rows if r['model'] == 'densenet_bc']
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for setting, style in (('naive', 'o-'), ('efficient', 's-')):
+    for setting, style in (('naive', 'o-'), ('efficient', 's-'), ('shared', 'd-')):
         points = sorted((r['depth'], r['params'], r['peak_mib']) for r in bc
                         if r['setting'] == setting)
         if not points:
@@ -161,7 +168,7 @@ def _write_plot(rows, path):
         axes[0].plot(depths, peaks, style, label=setting)
         axes[1].plot(np.array(params) / 1e6, peaks, style, label=setting)
     for r in bc:
-        if r['setting'] not in ('naive', 'efficient'):
+        if r['setting'] not in ('naive', 'efficient', 'shared'):
             axes[0].plot([r['depth']], [r['peak_mib']], 'x', label=r['setting'])
     batch, size = bc[0]['batch'], bc[0]['image_size']
     axes[0].set_xlabel('depth L')
@@ -235,20 +242,20 @@ def main(argv=None):
     lines = []
     for depth in args.depths:
         result = {}
-        for setting in (False, True):
-            result[setting] = measure(_densenet_bc(depth, args.growth_rate, setting),
-                                      args.batch_size, args.image_size, args.steps)
-            rows.append(_row('densenet_bc', depth, _setting_name(setting), args.batch_size,
-                             args.image_size, result[setting]))
-        naive, eff = result[False], result[True]
-        lines.append(['%d' % depth, format(naive['params'], ','), '%.1f' % naive['peak_mib'],
-                      '%.1f' % eff['peak_mib'], '%.1f%%' % (100 * eff['peak_mib'] /
-                                                            naive['peak_mib']),
-                      _fmt_time(naive['step_s']), _fmt_time(eff['step_s']),
-                      '%+.1f%%' % (100 * (eff['step_s'] / naive['step_s'] - 1))])
+        for setting, name in SETTINGS:
+            result[name] = measure(_densenet_bc(depth, args.growth_rate, setting),
+                                   args.batch_size, args.image_size, args.steps)
+            rows.append(_row('densenet_bc', depth, name, args.batch_size, args.image_size,
+                             result[name]))
+        naive, eff, shared = result['naive'], result['efficient'], result['shared']
+        lines.append(['%d' % depth, format(naive['params'], ',')]
+                     + ['%.1f' % r['peak_mib'] for r in (naive, eff, shared)]
+                     + ['%.1f%%' % (100 * r['peak_mib'] / naive['peak_mib']) for r in (eff, shared)]
+                     + [_fmt_time(r['step_s']) for r in (naive, eff, shared)]
+                     + ['/'.join('%.0f' % r['build_s'] for r in (naive, eff, shared))])
         _print_table(BC_HEADER if len(lines) == 1 else None, lines[-1:])
     if len(args.depths) > 1:
-        for setting in ('naive', 'efficient'):
+        for _, setting in SETTINGS:
             peaks = [r['peak_mib'] for r in rows if r['setting'] == setting]
             growth = ', '.join('L=%d->%d x%.2f' % (a, b, pb / pa) for a, b, pa, pb in zip(
                 args.depths, args.depths[1:], peaks, peaks[1:]))
@@ -258,7 +265,7 @@ def main(argv=None):
     if args.partial:
         print('\nPartial recomputation, DenseNet-BC-%d k=%d, batch %d:' % (
             args.partial_depth, args.growth_rate, args.batch_size))
-        settings = [False] + list(args.partial) + [True]
+        settings = [False] + list(args.partial) + [True, 'shared']
         measured = []
         for setting in settings:
             existing = [r for r in rows if r['depth'] == args.partial_depth and
@@ -283,7 +290,8 @@ def main(argv=None):
         results = []
         for name, build in (('tf.keras DenseNet121', _keras_densenet121),
                             ('ours, naive', _densenet121(False)),
-                            ('ours, efficient', _densenet121(True))):
+                            ('ours, efficient', _densenet121(True)),
+                            ('ours, shared', _densenet121('shared'))):
             result = measure(build, args.keras_batch, args.keras_image_size, args.steps)
             rows.append(_row('keras_densenet121' if name.startswith('tf.keras') else
                              'densenet121', 121, 'keras' if name.startswith('tf.keras') else
@@ -291,15 +299,17 @@ def main(argv=None):
                              result))
             results.append((name, result))
         keras = results[0][1]
-        _print_table(('model', 'params', 'peak MiB', 'of tf.keras', 's/step', 'vs tf.keras'), [
+        _print_table(('model', 'params', 'peak MiB', 'of tf.keras', 's/step', 'vs tf.keras',
+                      'build s'), [
             [name, format(r['params'], ','), '%.1f' % r['peak_mib'],
              '%.1f%%' % (100 * r['peak_mib'] / keras['peak_mib']), _fmt_time(r['step_s']),
-             '%+.1f%%' % (100 * (r['step_s'] / keras['step_s'] - 1))] for name, r in results])
+             '%+.1f%%' % (100 * (r['step_s'] / keras['step_s'] - 1)), '%.1f' % r['build_s']]
+            for name, r in results])
 
     if args.budget_gb:
         print('\nWithin %.3g GiB (variables, momentum and the step\'s peak), k=%d, %dx%d:' % (
             args.budget_gb, args.growth_rate, args.image_size, args.image_size))
-        for setting in (False, True):
+        for setting in (False, True, 'shared'):
             depth, batch = budget(args.budget_gb, args.growth_rate, args.batch_size,
                                   args.image_size, args.budget_depth, setting, log=print,
                                   max_depth=args.budget_max_depth,
@@ -319,7 +329,8 @@ def main(argv=None):
         for row in rows:
             writer.writerow(dict(row, peak_mib='%.2f' % row['peak_mib'],
                                  variables_mib='%.2f' % row['variables_mib'],
-                                 step_s='' if row['step_s'] is None else '%.4f' % row['step_s']))
+                                 step_s='' if row['step_s'] is None else '%.4f' % row['step_s'],
+                                 build_s='%.1f' % row['build_s']))
     _write_plot([dict(r, growth_rate=args.growth_rate) for r in rows], png_path)
     print('\nwrote %s and %s' % (csv_path, png_path))
 

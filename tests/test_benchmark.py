@@ -43,18 +43,19 @@ def test_quick_benchmark_writes_a_consistent_csv_and_a_png(tmp_path):
         rows = list(reader)
     bc = {(int(r['depth']), r['setting']): r for r in rows if r['model'] == 'densenet_bc'}
     for depth in QUICK['depths']:
-        assert (depth, 'naive') in bc and (depth, 'efficient') in bc
+        assert all((depth, s) in bc for s in ('naive', 'efficient', 'shared'))
     deepest = max(QUICK['depths'])
     assert float(bc[deepest, 'efficient']['peak_mib']) < float(bc[deepest, 'naive']['peak_mib'])
+    assert float(bc[deepest, 'shared']['peak_mib']) < float(bc[deepest, 'efficient']['peak_mib'])
     params = [int(bc[d, 'naive']['params']) for d in QUICK['depths']]
     assert params == sorted(params) and len(set(params)) == len(params)
     for setting in ('every=2', 'every=4', 'blocks=2,3'):
         assert (QUICK['partial_depth'], setting) in bc
     keras = [r for r in rows if r['model'] == 'keras_densenet121']
     ours = [r for r in rows if r['model'] == 'densenet121']
-    assert len(keras) == 1 and len(ours) == 2
+    assert len(keras) == 1 and len(ours) == 3
     assert {r['params'] for r in ours} == {keras[0]['params']}  # the same network
-    assert all(float(r['step_s']) > 0 for r in rows)
+    assert all(float(r['step_s']) > 0 and float(r['build_s']) > 0 for r in rows)
     with open(os.path.join(out, 'memory.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert re.search(r'naive: peak ~ depth\^[\d.]+', proc.stdout), proc.stdout

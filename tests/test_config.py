@@ -126,6 +126,8 @@ def test_unset_flags_come_from_the_saved_config_and_set_ones_override():
      r'MFM needs an even channel count, got 25 channels at densenet/transition1'),
     (['--mfm_layers', '4'], r'mfm_layers: block 4 is out of range \(1\.\.3\)'),
     (['--efficient', 'blocks=4'], r"efficient='blocks=4': block 4 is out of range \(1\.\.3\)"),
+    (['--efficient', 'shared', '--mfm_transitions', '2'],
+     r"efficient='shared' .* use efficient=True with mfm_transitions"),
 ])
 def test_a_model_that_cannot_be_built_is_refused_at_the_edge(argv, message):
     args = train.parse_args(argv)

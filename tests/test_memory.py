@@ -55,3 +55,18 @@ def test_efficient_memory_grows_far_slower_than_naive():
     assert naive[1] > 4 * naive[0]          # quadratic: 6x the layers, ~4.6x the peak
     assert efficient[1] < 0.4 * naive[1]
     assert relative_growth < 0.33
+
+
+def test_shared_statistics_memory_grows_slower_than_efficient():
+    """Fails if a full-width concatenation (or a per-layer copy of earlier features) reappears
+    in efficient='shared': its peak must grow with depth clearly slower than efficient=True's,
+    which concatenates each layer's whole input in its backward pass.
+
+    Measured here (MiB at 4 / 24 layers, TF 1.15): efficient 40 / 70, shared 16 / 25.
+    """
+    shallow, deep = 4, 24
+    efficient = [_train_step_peak(n, True) for n in (shallow, deep)]
+    shared = [_train_step_peak(n, 'shared') for n in (shallow, deep)]
+    print('efficient %s, shared %s' % (efficient, shared))
+    assert shared[1] < efficient[1]
+    assert shared[1] - shared[0] < 0.6 * (efficient[1] - efficient[0])

@@ -114,8 +114,8 @@ BAD_CONFIGS = [
     (dict(growth_rate=0), r'growth_rate must be an integer >= 1'),
     (dict(dropout_rate=1.0), r'dropout_rate must be in \[0, 1\)'),
     (dict(data_format='NHWC'), r'data_format must be one of'),
-    (dict(efficient='yes'), r"efficient must be True, False, 'every=N'"),
-    (dict(efficient='every=0'), r"efficient must be True, False, 'every=N'"),
+    (dict(efficient='yes'), r"efficient must be True, False, 'shared', 'every=N'"),
+    (dict(efficient='every=0'), r"efficient must be True, False, 'shared', 'every=N'"),
     (dict(efficient='blocks=4'), r'block 4 is out of range \(1..3\)'),
     (dict(nb_filter=0), r'nb_filter must be an integer >= 1'),
 ]
@@ -413,6 +413,8 @@ def test_mfm_shapes_and_parameters_by_hand():
     (dict(mfm_layers=[1], bottleneck=False, depth=10), r'needs bottleneck=True'),
     (dict(mfm_transitions=[1], nb_filter=7, depth=10, bottleneck=True, growth_rate=4),
      r'MFM needs an even channel count, got 11 channels at densenet/transition1'),
+    (dict(mfm_transitions=[1], efficient='shared'),
+     r"efficient='shared' .* use efficient=True with mfm_transitions"),
 ])
 def test_mfm_configuration_errors(kwargs, message):
     config = dict(depth=16, growth_rate=4, bottleneck=True, nb_dense_block=3,

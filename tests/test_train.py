@@ -125,7 +125,7 @@ def test_flags_accept_the_older_ports_command_line():
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--efficient', 'maybe'], r"efficient must be True, False, 'every=N'"),
+    (['--efficient', 'maybe'], r"efficient must be True, False, 'shared', 'every=N'"),
     (['--fp16', 'maybe'], 'expected a boolean'),
     (['--batch_size', '0'], 'expected a positive integer'),
     (['--batch_size', '-4'], 'expected a positive integer'),
@@ -163,7 +163,9 @@ def test_efficient_flag_takes_booleans_and_partial_settings():
     assert efficiency('True') == Recomputation(every=1) and efficiency('no') == Recomputation()
     assert str(efficiency('every=3')) == 'every=3'
     assert str(efficiency('Blocks=3,2')) == 'blocks=2,3'
-    for bad in ('every=0', 'blocks=', 'some', 'blocks=9'):
+    assert efficiency('Shared') == Recomputation(shared=True) and str(efficiency('shared')) == (
+        'shared')
+    for bad in ('every=0', 'blocks=', 'some', 'blocks=9', 'shared=1'):
         with pytest.raises(argparse.ArgumentTypeError):
             efficiency(bad)
 

@@ -27,8 +27,8 @@ def str2bool(value):
 
 
 def efficiency(value):
-    """--efficient: True/False (any str2bool spelling), 'every=N' or 'blocks=i,j' -> the
-    `Recomputation` the model takes as it is."""
+    """--efficient: True/False (any str2bool spelling), 'shared', 'every=N' or 'blocks=i,j'
+    -> the `Recomputation` the model takes as it is."""
     try:
         return Recomputation.parse(str2bool(value))
     except argparse.ArgumentTypeError:
