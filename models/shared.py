@@ -83,10 +83,12 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
     means, variances = [s[0] for s in stats], [s[1] for s in stats]
 
     def chunk(j, feats, mean, var, params):
-        """Chunk j's contribution, and the statistics and parameter slices it read (the
-        tensors to differentiate it by)."""
+        """Chunk j's contribution, and the tensors it read to differentiate it by: its input,
+        statistics and parameter slices, each made here. (tf.gradients walks every consumer of
+        the tensors it differentiates by: the features' consumers span the whole graph.)"""
         idx, lo, hi = groups[j], offsets[j], offsets[j + 1]
-        x = concat([feats[i] for i in idx], data_format)
+        x = concat([feats[i] for i in idx], data_format) if len(idx) > 1 else tf.identity(
+            feats[idx[0]])
         slices = [params[0][lo:hi], params[1][lo:hi]]  # gamma, beta
         # The statistics are functions of the features: differentiated together, a feature's
         # gradient would also take the path through its statistics, which `moments` adds
@@ -94,13 +96,14 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
         slices = [tf.stop_gradient(concat(s, 0)) for s in ([mean[i] for i in idx],
                                                             [var[i] for i in idx])] + slices
         r = tf.nn.relu(L.scale_and_shift(x, *slices, data_format=data_format))
+        slices.insert(0, x)
         if not has_kernel:
             return tf.reduce_mean(r, L.spatial_axes(data_format)), slices
         if pool:
             r = tf.nn.avg_pool(r, _window(data_format), _window(data_format), 'VALID',
                                data_format=data_format_nn)
         slices.append(params[2][:, :, lo:hi, :])
-        return conv2d(r, slices[4], data_format), slices
+        return conv2d(r, slices[5], data_format), slices
 
     def all_chunks(feats, mean, var, params, gate):
         """The chunks one after the other (each waits for the previous one's result)."""
@@ -127,14 +130,25 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
             outputs += [tf.identity(f) for f in feats]
 
         def backward(*grads):
+            # Built outside the caller's control dependencies (typically every moving-average
+            # update, around minimize()): each op made under them gets every one of them as a
+            # control input, 50k ops x 200 updates at BC-100. The gradients this returns are
+            # still consumed under them.
+            with tf.control_dependencies(None):
+                return gradients(grads)
+
+        def gradients(grads):
             d_out, d_pass = grads[0], grads[n_outputs:]
-            gate = [g for g in grads if g is not None]
+            # One op to wait for: every op made under control_dependencies gets each of them
+            # as a control input, and a layer receives one gradient per earlier feature.
+            gate = [tf.group(*[g for g in grads if g is not None])]
             d_extra = [None] * len(extra)
             if tail:
                 # The tail's input again (chunk by chunk), once the output's gradient exists.
                 again = all_chunks(feats, mean, var, params, gate)
+                copies = [tf.identity(t) for t in extra]
                 floats = [i for i, t in enumerate(extra) if t.dtype.is_floating]
-                d = tf.gradients(tail(again, *extra)[0], [again] + [extra[i] for i in floats],
+                d = tf.gradients(tail(again, *copies)[0], [again] + [copies[i] for i in floats],
                                  d_out)
                 d_summed = d[0]
                 for i, g in zip(floats, d[1:]):
@@ -148,14 +162,14 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
                 with tf.control_dependencies(gate):
                     part, slices = chunk(j, feats, mean, var, params)
                 d_part = d_summed if has_kernel else d_summed[:, offsets[j]:offsets[j + 1]]
-                d = tf.gradients(part, [feats[i] for i in idx] + slices, d_part)
-                k, sizes = len(idx), [widths[i] for i in idx]
-                d_feats[idx[0]:idx[-1] + 1] = d[:k]
-                d_mean[idx[0]:idx[-1] + 1] = tf.split(d[k], sizes) if k > 1 else [d[k]]
-                d_var[idx[0]:idx[-1] + 1] = tf.split(d[k + 1], sizes) if k > 1 else [d[k + 1]]
-                for m, g in enumerate(d[k + 2:]):
+                d = tf.gradients(part, slices, d_part)
+                sizes = [widths[i] for i in idx]
+                for target, g, axis in ((d_feats, d[0], L.channel_axis(data_format)),
+                                        (d_mean, d[1], 0), (d_var, d[2], 0)):
+                    target[idx[0]:idx[-1] + 1] = tf.split(g, sizes, axis) if len(idx) > 1 else [g]
+                for m, g in enumerate(d[3:]):
                     d_params[m].append(g)
-                gate = d[:k] + d[k + 2:]
+                gate = [tf.group(d[0], *d[3:])]
             d_feats = [g if p is None else p + g for g, p in zip(d_feats, d_pass or [None] * n)]
             d_params = [tf.concat(d_params[0], 0), tf.concat(d_params[1], 0)] + (
                 [tf.concat(d_params[2], 2)] if has_kernel else [])
