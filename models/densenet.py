@@ -175,7 +175,6 @@ class DenseNetCreator(object):
         return self._apply('final', self._head, features,
                            self.plan.final(self.nb_dense_block))
 
-
     def _layer_seed(self, layer_index):
         return self.dropout_seed + tf.constant([0, layer_index], tf.int64)
 
@@ -201,7 +200,7 @@ class DenseNetCreator(object):
             with tf.variable_scope('transition%d' % (block + 1)):
                 self.recomputed.append(tf.get_variable_scope().name)
                 gamma, beta = self._shared_norm(features, stats, 'norm')
-                width = int(sum(_channels(f, self.data_format) for f in features))
+                width = self._width(features)
                 kernel = self._kernel('conv', 1, width, int(width * self.compression))
                 x, = shared.consume(features, stats, gamma, beta, kernel,
                                     self._groups(features), self.data_format, pool=True)
@@ -217,7 +216,7 @@ class DenseNetCreator(object):
         first convolution chunk by chunk, the rest (the bottleneck's norm2, activation and 3x3
         convolution, dropout) as the tail of the same custom gradient."""
         gamma, beta = self._shared_norm(features, stats, 'norm1')
-        width = int(sum(_channels(f, self.data_format) for f in features))
+        width = self._width(features)
         k = self.growth_rate
         kernel = self._kernel('conv1', 1 if self.bottleneck else 3, width,
                               4 * k if self.bottleneck else k)
@@ -251,7 +250,7 @@ class DenseNetCreator(object):
     def _shared_norm(self, features, stats, name):
         """gamma and beta of a consumer's batch norm over the concatenated `features`, whose
         moving averages take the features' shared statistics (once per step)."""
-        width = int(sum(_channels(f, self.data_format) for f in features))
+        width = self._width(features)
         gamma, beta, moving_mean, moving_variance = L.bn_variables(
             width, name, features[0].dtype, self.trainable)
         mean = shared.concat([m for m, _ in stats], 0)
@@ -266,6 +265,9 @@ class DenseNetCreator(object):
             return tf.get_variable('kernel', [size, size, in_channels, filters],
                                    self.img_input.dtype, tf.initializers.he_normal(),
                                    trainable=self.trainable)
+
+    def _width(self, features):
+        return sum(int(f.shape[L.channel_axis(self.data_format)]) for f in features)
 
     def _groups(self, features):
         return shared.groups_of(len(features), shared.CHUNK_LAYERS)
@@ -435,10 +437,6 @@ class Recomputation(object):
         if self.blocks:
             return 'blocks=' + ','.join(map(str, self.blocks))
         return 'naive'
-
-
-def _channels(x, data_format):
-    return int(x.shape[L.channel_axis(data_format)])
 
 
 def _block_set(name, blocks, last):

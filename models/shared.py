@@ -79,31 +79,30 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
     for group in groups:
         offsets.append(offsets[-1] + sum(widths[i] for i in group))
     has_kernel = kernel is not None
-    head = [gamma, beta] + ([kernel] if has_kernel else [])
+    weights = [gamma, beta] + ([kernel] if has_kernel else [])
     means, variances = [s[0] for s in stats], [s[1] for s in stats]
 
     def chunk(j, feats, mean, var, params):
-        """Chunk j's contribution, and the tensors it read to differentiate it by: its input,
-        statistics and parameter slices, each made here. (tf.gradients walks every consumer of
-        the tensors it differentiates by: the features' consumers span the whole graph.)"""
+        """Chunk j's contribution, and what it read: [input, mean, variance, gamma, beta(,
+        kernel)] of the chunk, each made here to differentiate by (tf.gradients walks every
+        consumer of what it differentiates by, and a feature's span the whole graph)."""
         idx, lo, hi = groups[j], offsets[j], offsets[j + 1]
         x = concat([feats[i] for i in idx], data_format) if len(idx) > 1 else tf.identity(
             feats[idx[0]])
-        slices = [params[0][lo:hi], params[1][lo:hi]]  # gamma, beta
         # The statistics are functions of the features: differentiated together, a feature's
         # gradient would also take the path through its statistics, which `moments` adds
         # again. Behind stop_gradient, each gets its own partial derivative.
-        slices = [tf.stop_gradient(concat(s, 0)) for s in ([mean[i] for i in idx],
-                                                            [var[i] for i in idx])] + slices
-        r = tf.nn.relu(L.scale_and_shift(x, *slices, data_format=data_format))
-        slices.insert(0, x)
+        read = [x] + [tf.stop_gradient(concat(s, 0)) for s in ([mean[i] for i in idx],
+                                                                [var[i] for i in idx])]
+        read += [params[0][lo:hi], params[1][lo:hi]]
+        r = tf.nn.relu(L.scale_and_shift(*read, data_format=data_format))
         if not has_kernel:
-            return tf.reduce_mean(r, L.spatial_axes(data_format)), slices
+            return tf.reduce_mean(r, L.spatial_axes(data_format)), read
         if pool:
             r = tf.nn.avg_pool(r, _window(data_format), _window(data_format), 'VALID',
                                data_format=data_format_nn)
-        slices.append(params[2][:, :, lo:hi, :])
-        return conv2d(r, slices[5], data_format), slices
+        read.append(params[2][:, :, lo:hi, :])
+        return conv2d(r, read[-1], data_format), read
 
     def all_chunks(feats, mean, var, params, gate):
         """The chunks one after the other (each waits for the previous one's result)."""
@@ -122,7 +121,7 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
     @tf.custom_gradient
     def forward(*args):
         feats, mean, var = args[:n], args[n:2 * n], args[2 * n:3 * n]
-        params, extra = args[3 * n:3 * n + len(head)], args[3 * n + len(head):]
+        params, extra = args[3 * n:3 * n + len(weights)], args[3 * n + len(weights):]
         summed = all_chunks(feats, mean, var, params, [])
         outputs = list(tail(summed, *extra)) if tail else [summed]
         n_outputs = len(outputs)
@@ -157,12 +156,12 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
             else:
                 d_summed = d_out
             d_feats, d_mean, d_var = [None] * n, [None] * n, [None] * n
-            d_params = [[] for _ in head]
+            d_params = [[] for _ in weights]
             for j, idx in enumerate(groups):
                 with tf.control_dependencies(gate):
-                    part, slices = chunk(j, feats, mean, var, params)
+                    part, read = chunk(j, feats, mean, var, params)
                 d_part = d_summed if has_kernel else d_summed[:, offsets[j]:offsets[j + 1]]
-                d = tf.gradients(part, slices, d_part)
+                d = tf.gradients(part, read, d_part)
                 sizes = [widths[i] for i in idx]
                 for target, g, axis in ((d_feats, d[0], L.channel_axis(data_format)),
                                         (d_mean, d[1], 0), (d_var, d[2], 0)):
@@ -177,7 +176,7 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
 
         return outputs, backward
 
-    return forward(*(list(features) + means + variances + head + list(tail_args)))
+    return forward(*(list(features) + means + variances + weights + list(tail_args)))
 
 
 def conv2d(x, kernel, data_format):
