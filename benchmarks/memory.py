@@ -15,6 +15,7 @@ our DenseNet-121 against tf.keras.applications.DenseNet121 at the same batch and
 """
 import argparse
 import csv
+import multiprocessing
 import os
 import sys
 import time
@@ -66,8 +67,36 @@ def measure(build, batch_size, image_size, steps, classes=10):
     """dict(params, variables_mib, peak_mib, step_s, build_s) of one training step of
     `build`'s model; build_s is the graph construction, gradients and optimizer included.
 
-    `steps=0` skips timing (step_s is None): the budget search only needs the peak.
+    `steps=0` skips timing (step_s is None): the budget search only needs the peak. Each
+    measurement runs in a child process of its own (forked: `build` may be a closure), so that
+    nothing one leaves behind (graphs, sessions, freed memory the process keeps) adds to the
+    next: in one process, the naive BC-220 step after BC-160's three settings ran out of 24 GiB.
     """
+    context = multiprocessing.get_context('fork')
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_measure_in_child,
+                            args=(sender, build, batch_size, image_size, steps, classes))
+    child.start()
+    sender.close()
+    try:
+        result = receiver.recv()
+    except EOFError:
+        result = None
+    child.join()
+    if not isinstance(result, dict):
+        raise RuntimeError('the measurement process %s (exit code %s)' % (
+            'failed: %s' % result if result else 'died, out of memory?', child.exitcode))
+    return result
+
+
+def _measure_in_child(sender, *args):
+    try:
+        sender.send(_measure(*args))
+    except Exception as e:  # reported by the parent
+        sender.send('%s: %s' % (type(e).__name__, e))
+
+
+def _measure(build, batch_size, image_size, steps, classes):
     with tf.Graph().as_default():
         rng = np.random.RandomState(0)
         images = tf.constant(rng.uniform(0, 1, (batch_size, image_size, image_size, 3))
