@@ -36,6 +36,13 @@ def _start(*args, horovod=False):
                             universal_newlines=True, start_new_session=True)
 
 
+def _interruptible():
+    """preexec_fn: SIGINT as a terminal delivers it. A shell that runs the suite in the
+    background (`make test &`) starts it with SIGINT ignored, children inherit that, and Python
+    then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _horovodrun():
     found = os.path.join(os.path.dirname(PYTHON), 'horovodrun')
     return found if os.path.exists(found) else shutil.which('horovodrun')
@@ -462,7 +469,8 @@ def test_ctrl_c_while_building_the_training_graph_is_one_line(tmp_path):
                'synthetic', '--synthetic_like', 'imagenet', '--model', 'densenet121',
                '--batch_size', '1']
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            universal_newlines=True, env=child_environment())
+                            universal_newlines=True, env=child_environment(),
+                            preexec_fn=_interruptible)
     time.sleep(8)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -477,7 +485,7 @@ def test_ctrl_c_in_eval_is_one_line(depth16, tmp_path):
     proc = subprocess.Popen([PYTHON, os.path.join(ROOT, 'eval.py'), '--model_dir', depth16,
                              '--json', fifo], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, universal_newlines=True,
-                            env=child_environment())
+                            env=child_environment(), preexec_fn=_interruptible)
     line = proc.stdout.readline()
     assert 'top-1' in line, (line, proc.communicate())
     proc.send_signal(signal.SIGINT)
