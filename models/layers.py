@@ -25,6 +25,22 @@ def spatial_axes(data_format):
     return [2, 3] if data_format == CHANNELS_FIRST else [1, 2]
 
 
+def nn_format(data_format):
+    """'NCHW' or 'NHWC', as tf.nn ops name `data_format`."""
+    return 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+
+
+def per_channel(v, data_format):
+    """A [C] vector shaped to broadcast over the channel axis of a 4-D tensor."""
+    return tf.reshape(v, [1, -1, 1, 1] if data_format == CHANNELS_FIRST else [1, 1, 1, -1])
+
+
+def values_per_channel(x, data_format):
+    """n, the number of values per channel of x, in the statistics' dtype."""
+    n = tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[channel_axis(data_format)], tf.int64)
+    return tf.cast(n, stats_dtype(x.dtype))
+
+
 def default_data_format():
     """`channels_first` where a GPU is visible, else `channels_last` (TF 1.15 has no NCHW CPU conv).
 
@@ -98,7 +114,7 @@ def normalize_batch(x, gamma, beta, data_format):
     for a float64 model.
     """
     if x.dtype != tf.float64:
-        fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+        fmt = nn_format(data_format)
         # The returned variance is the unbiased one, as tf.keras uses for its moving variance.
         return tf.nn.fused_batch_norm(x, gamma, beta, epsilon=BN_EPSILON, data_format=fmt,
                                       is_training=True)
@@ -113,15 +129,13 @@ def scale_and_shift(x, mean, variance, gamma, beta, data_format):
     x's dtype (the per-channel factors are computed in the statistics' dtype)."""
     scale = gamma * tf.rsqrt(variance + BN_EPSILON)
     shift = beta - mean * scale
-    shape = [1, -1, 1, 1] if data_format == CHANNELS_FIRST else [1, 1, 1, -1]
-    return (x * tf.reshape(tf.cast(scale, x.dtype), shape)
-            + tf.reshape(tf.cast(shift, x.dtype), shape))
+    return (x * per_channel(tf.cast(scale, x.dtype), data_format)
+            + per_channel(tf.cast(shift, x.dtype), data_format))
 
 
 def unbiased_factor(x, data_format):
     """n / (n - 1) for the n values per channel of x (1 when n is 1), as fused batch norm."""
-    n = tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[channel_axis(data_format)], tf.int64)
-    n = tf.cast(n, stats_dtype(x.dtype))
+    n = values_per_channel(x, data_format)
     return n / tf.maximum(n - 1, 1)
 
 
@@ -137,7 +151,7 @@ def batch_norm(x, training, data_format, name, update_statistics=True, trainable
     if not training:
         if x.dtype == tf.float64:
             return scale_and_shift(x, moving_mean, moving_variance, gamma, beta, data_format)
-        fmt = 'NCHW' if data_format == CHANNELS_FIRST else 'NHWC'
+        fmt = nn_format(data_format)
         y, _, _ = tf.nn.fused_batch_norm(x, gamma, beta, mean=moving_mean,
                                          variance=moving_variance, epsilon=BN_EPSILON,
                                          data_format=fmt, is_training=False)

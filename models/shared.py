@@ -37,19 +37,19 @@ def moments(x, data_format):
     def forward(x):
         wide = tf.cast(x, dtype)
         mean = tf.reduce_mean(wide, axes)
-        variance = tf.reduce_mean(tf.squared_difference(wide, _per_channel(mean, data_format)),
+        variance = tf.reduce_mean(tf.squared_difference(wide, L.per_channel(mean, data_format)),
                                   axes)
 
         def backward(d_mean, d_variance):
-            n = tf.cast(tf.size(x), dtype) / tf.cast(tf.shape(mean)[0], dtype)
+            n = L.values_per_channel(x, data_format)
             d_mean = tf.zeros_like(mean) if d_mean is None else d_mean
             d_variance = tf.zeros_like(variance) if d_variance is None else d_variance
             # Not before the gradients exist: x - mean needs only forward values, and would
             # otherwise be computed early and held, a second copy of every feature map.
             with tf.control_dependencies([d_mean, d_variance]):
-                centred = tf.cast(x, dtype) - _per_channel(mean, data_format)
-            dx = (centred * _per_channel(2.0 * d_variance / n, data_format)
-                  + _per_channel(d_mean / n, data_format))
+                centred = tf.cast(x, dtype) - L.per_channel(mean, data_format)
+            dx = (centred * L.per_channel(2.0 * d_variance / n, data_format)
+                  + L.per_channel(d_mean / n, data_format))
             return tf.cast(dx, x.dtype)
 
         return (mean, variance), backward
@@ -73,7 +73,6 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
     consumers take instead so that each feature's gradient is one running sum.
     """
     n = len(features)
-    data_format_nn = 'NCHW' if data_format == L.CHANNELS_FIRST else 'NHWC'
     widths = [int(f.shape[L.channel_axis(data_format)]) for f in features]
     offsets = [0]
     for group in groups:
@@ -100,7 +99,7 @@ def consume(features, stats, gamma, beta, kernel, groups, data_format, pool=Fals
             return tf.reduce_mean(r, L.spatial_axes(data_format)), read
         if pool:
             r = tf.nn.avg_pool(r, _window(data_format), _window(data_format), 'VALID',
-                               data_format=data_format_nn)
+                               data_format=L.nn_format(data_format))
         read.append(params[2][:, :, lo:hi, :])
         return conv2d(r, read[-1], data_format), read
 
@@ -189,7 +188,7 @@ def conv2d(x, kernel, data_format):
     the input by a shifted copy of the output gradient, one tap after the other. (channels_first
     is for GPUs, whose convolutions are left to cuDNN.)
     """
-    fmt = 'NCHW' if data_format == L.CHANNELS_FIRST else 'NHWC'
+    fmt = L.nn_format(data_format)
     height, width, in_channels, filters = [int(d) for d in kernel.shape]
     if data_format == L.CHANNELS_FIRST:
         return tf.nn.conv2d(x, kernel, [1, 1, 1, 1], 'SAME', data_format=fmt)
@@ -238,10 +237,6 @@ def concat(tensors, axis_or_format):
         return tensors[0]
     axis = axis_or_format if isinstance(axis_or_format, int) else L.channel_axis(axis_or_format)
     return tf.concat(tensors, axis)
-
-
-def _per_channel(v, data_format):
-    return tf.reshape(v, [1, -1, 1, 1] if data_format == L.CHANNELS_FIRST else [1, 1, 1, -1])
 
 
 def _window(data_format):
