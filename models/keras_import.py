@@ -4,18 +4,17 @@ Keras names layers conv{b+1}_block{l}_{0,1,2}_{bn,conv}, pool{b+1}_{bn,conv}, co
 bn and the classifier fc1000 (keras-applications 1.0.8, TF 1.15) or predictions (Keras 2.x, TF 2);
 they map one-to-one, by structure, onto ours. Keras' input preprocessing for
 DenseNet is its "torch" mode: pixels / 255, minus (0.485, 0.456, 0.406), over (0.229, 0.224, 0.225)
-per channel — `preprocess_input`, which is also utils.data's ImageNet normalisation.
+per channel — `preprocess_input`, with `models.presets`' IMAGENET_MEAN/STD, which utils.data's
+ImageNet pipeline normalises with too.
 """
+import contextlib
 import os
 import re
 
 import numpy as np
 
 from models.densenet import SCOPE
-
-# Keras' "torch" preprocessing in raw-pixel units: 255 x (0.485, 0.456, 0.406), 255 x (0.229, ...).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
+from models.presets import IMAGENET_MEAN, IMAGENET_STD
 CLASSIFIER = 'classifier'
 KERAS_MODELS = ('densenet121', 'densenet169', 'densenet201')  # what tf.keras.applications has
 
@@ -47,14 +46,26 @@ def _keras_name(ours):
     return None
 
 
-def read_keras_h5(path):
-    """{layer name: {weight name: array}} from a Keras weights (or whole-model) .h5 file."""
+@contextlib.contextmanager
+def _weights_group(path):
+    """The HDF5 group of a Keras weights (or whole-model) file's layers; ValueError naming
+    `path` if it is not a readable HDF5 file or holds no Keras layers."""
     import h5py
-    weights = {}
-    with h5py.File(path, 'r') as f:
+    try:
+        f = h5py.File(path, 'r')
+    except OSError as e:
+        raise ValueError('%s: not a readable .h5 file (%s)' % (path, str(e).splitlines()[0]))
+    with f:
         group = f['model_weights'] if 'model_weights' in f else f
         if 'layer_names' not in group.attrs:
             raise ValueError('%s: not a Keras weights file (no layer_names)' % path)
+        yield group
+
+
+def read_keras_h5(path):
+    """{layer name: {weight name: array}} from a Keras weights (or whole-model) .h5 file."""
+    weights = {}
+    with _weights_group(path) as group:
         for layer in group.attrs['layer_names']:
             layer = layer.decode() if isinstance(layer, bytes) else layer
             entry = {}
@@ -71,18 +82,23 @@ def read_keras_h5(path):
 
 
 def check_source(path, model):
-    """ValueError, before any graph is built, if `path` cannot initialise `model`."""
+    """ValueError, before any graph is built, if `path` cannot initialise `model`: a model
+    without Keras weights, no such file, or a file that is no Keras weights file (its layers
+    are matched against the graph later, when it exists)."""
     if model not in KERAS_MODELS:
         raise ValueError('Keras weights exist for %s, not %s (choose one with --model)' % (
             '/'.join(KERAS_MODELS), model))
     if not os.path.isfile(path):
         raise ValueError('%s: no such Keras weights file' % path)
+    with _weights_group(path):
+        pass
 
 
 def preprocess_input(images):
     """RGB pixels in [0, 255] (NHWC numpy array or tensor) -> what Keras' DenseNets expect;
     equals tf.keras.applications.densenet.preprocess_input."""
-    return (images - np.asarray(PIXEL_MEAN, np.float32)) / np.asarray(PIXEL_STD, np.float32)
+    return ((images - np.asarray(IMAGENET_MEAN, np.float32)) /
+            np.asarray(IMAGENET_STD, np.float32))
 
 
 def _is_classifier(var):
@@ -98,10 +114,7 @@ def keras_values(path, variables, new_classifier=False):
     """
     if not os.path.isfile(path):
         raise ValueError('%s: no such Keras weights file' % path)
-    try:
-        keras = read_keras_h5(path)
-    except OSError as e:
-        raise ValueError('%s: not a readable .h5 file (%s)' % (path, str(e).splitlines()[0]))
+    keras = read_keras_h5(path)
     pairs, skipped, used = [], [], set()
     for var in variables:
         target = _keras_name(var.op.name)

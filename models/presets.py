@@ -8,6 +8,11 @@ IMAGENET_BLOCKS = {
     201: (6, 12, 48, 32),
     264: (6, 12, 64, 48),
 }
+# The input normalisation the ImageNet models are trained with: ImageNet's per-channel mean and
+# std in raw pixel units, 255 x (0.485, 0.456, 0.406) and 255 x (0.229, 0.224, 0.225), as
+# torchvision and tf.keras' DenseNets ("torch" mode) normalise.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 MODEL_NAMES = ('densenet_bc',) + tuple('densenet%d' % n for n in sorted(IMAGENET_BLOCKS))
 
 

@@ -1,8 +1,13 @@
 import collections
+import contextlib
+import functools
+import http.server
 import importlib
+import io
 import os
 import subprocess
 import sys
+import threading
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,6 +26,9 @@ DIGITS_BC16 = ModelConfig(dataset='digits', synthetic=False, model='densenet_bc'
                           growth_rate=4, num_classes=10, image_size=8)
 
 Result = collections.namedtuple('Result', 'returncode stdout stderr')
+Run = collections.namedtuple('Run', 'model_dir stdout')
+# Checkpoints every 20 steps: a run directory of SMALL's model with steps 0, 20 and 40.
+EVERY_20 = SMALL + ['--save_checkpoint_steps', '20', '--epochs_per_eval', '0']
 
 
 @pytest.fixture
@@ -79,3 +87,45 @@ def run(script, *args, check=True, timeout=600, python=PYTHON):
         raise AssertionError('%s failed (%d):\n%s\n%s' % (script, proc.returncode, proc.stdout,
                                                           proc.stderr[-3000:]))
     return proc
+
+
+def _train_quietly(model_dir, *args):
+    """train.py's main in this process, its output captured; the Run."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = call_main('train.py', '--model_dir', model_dir, *args)
+    assert code == 0, out.getvalue()[-3000:]
+    return Run(model_dir, out.getvalue())
+
+
+@pytest.fixture(scope='session')
+def trained_run(tmp_path_factory):
+    """A digits DenseNet-BC-16 k=4 run directory trained to step 40 (checkpoints 0, 20 and 40,
+    recomputation on), with what train.py printed. Shared by the tests of export, evaluation,
+    run directories and bad inputs: copy it before changing it."""
+    return _train_quietly(str(tmp_path_factory.mktemp('trained') / 'run'), '--max_steps', '40',
+                          '--efficient', 'True', *EVERY_20)
+
+
+@pytest.fixture(scope='session')
+def fp16_run(tmp_path_factory):
+    """The same model trained 20 steps under --fp16 (float32 master weights, loss scale)."""
+    return _train_quietly(str(tmp_path_factory.mktemp('trained') / 'fp16'), '--max_steps', '20',
+                          '--fp16', 'True', '--efficient', 'True', *EVERY_20)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path on a loopback port for the duration of a test."""
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield 'http://127.0.0.1:%d/' % server.server_address[1]
+    server.shutdown()
+    server.server_close()

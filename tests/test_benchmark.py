@@ -1,18 +1,17 @@
-"""benchmarks.memory --quick: runs end to end and its outputs are consistent (not the targets)."""
+"""benchmarks.memory: its searches, tables, CSV and plot on stand-in measurements (in process, so
+that every branch is checked fast), and one real measurement in a process of its own. The real
+figures come from `make benchmark`, not from the tests."""
 import csv
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from benchmarks.memory import CSV_FIELDS, QUICK, largest_fitting, loglog_slope
+from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_fitting, loglog_slope,
+                               main, measure, parse_args)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def test_loglog_slope_and_the_budget_search():
+def test_loglog_slope_and_the_search():
     depths = [40, 100, 160]
     assert abs(loglog_slope(depths, [3 * d ** 2 for d in depths]) - 2.0) < 1e-9
     assert abs(loglog_slope(depths, [5 * d for d in depths]) - 1.0) < 1e-9
@@ -29,38 +28,72 @@ def test_loglog_slope_and_the_budget_search():
     assert largest_fitting(fits, 1, upper=50) == 37 and max(tried) == 50
 
 
-@pytest.mark.slow
-def test_quick_benchmark_writes_a_consistent_csv_and_a_png(tmp_path):
+class StandIn(object):
+    """Measurements that follow known laws: naive memory grows as L^2, efficient as L and
+    shared as L/2 (MiB, times the batch over 64); a step needing more than the limit does not
+    fit. Records every case it was asked for."""
+
+    def __init__(self):
+        self.cases = []
+
+    def __call__(self, case, limit_gb):
+        self.cases.append(case)
+        scale = {'naive': case.depth ** 2 / 10.0, 'efficient': case.depth * 2.0,
+                 'shared': case.depth * 1.0, 'keras': 300.0}.get(case.setting, case.depth * 5.0)
+        peak = scale * case.batch / 64.0 * case.growth_rate / 12.0
+        if peak > limit_gb * 1024:
+            return dict(status='out of memory')
+        return dict(status='ok', params=case.depth * 1000, variables_mib=1.0, peak_mib=peak,
+                    step_s=case.depth / 100.0 if case.steps else None, build_s=case.depth / 10.0,
+                    ops=case.depth * 100, rss_mib=2048.0 + peak, tensorflow='x')
+
+
+def test_tables_csv_and_plot_follow_the_measurements(tmp_path, capsys):
+    run = StandIn()
     out = str(tmp_path / 'results')
-    proc = subprocess.run([sys.executable, '-m', 'benchmarks.memory', '--quick', '--out', out,
-                           '--budget_gb', '0.07', '--budget_depth', '16'], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    main(['--depths', '40', '100', '250', '--wide', '250:24', '--partial', 'every=2',
+          '--keras', '1', '--limit_gb', '4', '--out', out], run=run)
+    printed = capsys.readouterr().out
+    # naive needs 6250 MiB at L=250 (> 4 GiB): not fitting is a result, and deeper is not tried
+    assert re.search(r'\| 250 \| 250,000 \| - / 500\.0 / 250\.0 \| - \| - \|', printed), printed
+    assert re.search(r'efficient: peak ~ depth\^1\.00 over L=40\.\.250', printed), printed
+    assert re.search(r'naive: peak ~ depth\^2\.00 over L=40\.\.100', printed), printed
+    assert re.search(r'\| 100 \| 100,000 \| 1000\.0 / 200\.0 / 100\.0 \| 20\.0% \| 10\.0% \|',
+                     printed), printed
     with open(os.path.join(out, 'memory.csv')) as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == CSV_FIELDS
         rows = list(reader)
-    bc = {(int(r['depth']), r['setting']): r for r in rows if r['model'] == 'densenet_bc'}
-    for depth in QUICK['depths']:
-        assert all((depth, s) in bc for s in ('naive', 'efficient', 'shared'))
-    deepest = max(QUICK['depths'])
-    assert float(bc[deepest, 'efficient']['peak_mib']) < float(bc[deepest, 'naive']['peak_mib'])
-    assert float(bc[deepest, 'shared']['peak_mib']) < float(bc[deepest, 'efficient']['peak_mib'])
-    params = [int(bc[d, 'naive']['params']) for d in QUICK['depths']]
-    assert params == sorted(params) and len(set(params)) == len(params)
-    for setting in ('every=2', 'every=4', 'blocks=2,3'):
-        assert (QUICK['partial_depth'], setting) in bc
-    keras = [r for r in rows if r['model'] == 'keras_densenet121']
-    ours = [r for r in rows if r['model'] == 'densenet121']
-    assert len(keras) == 1 and len(ours) == 3
-    assert {r['params'] for r in ours} == {keras[0]['params']}  # the same network
-    assert all(float(r['step_s']) > 0 and float(r['build_s']) > 0 for r in rows)
+    statuses = {(r['depth'], r['growth_rate'], r['setting']): r['status'] for r in rows}
+    assert statuses['250', '12', 'naive'] == 'out of memory'
+    assert statuses['250', '24', 'shared'] == 'ok' and statuses['100', '12', 'every=2'] == 'ok'
+    assert {r['setting'] for r in rows if r['depth'] == '121'} == {'keras'} | set(MODES)
+    assert float([r for r in rows if r['depth'] == '100' and r['setting'] == 'shared'][0][
+        'peak_mib']) == 100.0
     with open(os.path.join(out, 'memory.png'), 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-    assert re.search(r'naive: peak ~ depth\^[\d.]+', proc.stdout), proc.stdout
-    assert re.search(r'efficient: deepest DenseNet-BC at batch 8: (>= )?(L=\d+|none); largest '
-                     r'batch for BC-16: (>= )?\d+', proc.stdout), proc.stdout
-    # the quick preset caps the searches: no graph deeper than QUICK['budget_max_depth']
-    tried = [int(d) for d in re.findall(r'  L=(\d+) batch \d+: ', proc.stdout)]
-    assert tried and max(tried) <= QUICK['budget_max_depth']
+    assert all(case.steps == 3 for case in run.cases)
+
+
+def test_the_budget_search_measures_at_the_limit_and_stops_at_its_caps(capsys):
+    run = StandIn()
+    args = parse_args(['--budget_gb', '1', '--budget_depth', '100', '--budget_from', '40'])
+    # shared: L MiB at batch 64 -> deepest 6n + 4 <= 1024; BC-100 fits batch 655 (100 b / 64)
+    assert budget(args, 'shared', print, run) == (1024, 655)
+    assert all(case.steps == 0 and case.setting == 'shared' for case in run.cases)
+    capped = parse_args(['--budget_gb', '1', '--budget_max_depth', '200',
+                         '--budget_max_batch', '16'])
+    assert budget(capped, 'shared', print, run) == (196, 16)  # 196 = 6 x 32 + 4 <= 200
+    assert re.search(r'shared L=\d+ batch 64: out of memory', capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_a_real_measurement_in_a_process_of_its_own():
+    result = measure(Case('densenet_bc', 16, 4, 'shared', 4, 8, 1), limit_gb=4)
+    assert result['status'] == 'ok', result
+    assert 0 < result['peak_mib'] < 50 and result['params'] > 1000 and result['ops'] > 100
+    assert result['step_s'] > 0 and result['build_s'] > 0 and result['rss_mib'] > 100
+    # an allocator too small for the step (BC-16 b256 32x32 needs about 300 MiB): a result
+    assert measure(Case('densenet_bc', 16, 4, 'naive', 256, 32, 0),
+                   limit_gb=0.1)['status'] == 'out of memory'
+    assert 'TF_CPU_ALLOCATOR_USE_BFC' not in os.environ  # the children's, not this process's

@@ -11,10 +11,10 @@ import pytest
 
 import eval as eval_script
 import train
-from conftest import DIGITS_BC16, ROOT, SMALL
+from conftest import DIGITS_BC16, ROOT
 from models import Recomputation
 from models.compat import tf
-from utils import data, flags
+from utils import resolve
 from utils.config import ModelConfig, TrainConfig
 from utils.errors import CheckpointError, UsageError
 
@@ -87,35 +87,37 @@ def test_difference_names_each_field_that_differs():
 def test_train_flags_resolve_from_the_dataset_defaults():
     args = train.parse_args(['--dataset', 'synthetic', '--synthetic_like', 'imagenet',
                              '--image_size', '64', '--mfm_layers', '3'])
-    model = flags.resolve_model(args)
+    model = resolve.model_config(args)
     assert model == ModelConfig(dataset='imagenet', synthetic=True, model='densenet121',
                                 depth=121, growth_rate=32, num_classes=1000, image_size=64,
                                 mfm_layers=(3,))
     assert model.title == 'DenseNet-121 with MFM at layers 3'
-    config = flags.resolve_training(args, model, flags.data_format(None, gpu=False))
+    config = resolve.train_config(args, model, resolve.data_format(None, gpu=False))
     # Synthetic ImageNet: its batch, one epoch, evaluated at the end; 0.1 x batch / 128.
     assert (config.batch_size, config.train_epochs, config.epochs_per_eval) == (256, 1, 1)
-    assert config.learning_rate == pytest.approx(0.2) and config.data_format == 'channels_last'
+    assert config.initial_learning_rate() == pytest.approx(0.2)
+    assert config.initial_learning_rate(workers=4) == pytest.approx(0.8)
+    assert config.data_format == 'channels_last'
     assert config.efficient == Recomputation(every=1) and config.fp16 is False
     assert config.total_steps(1000, workers=2) == 1  # at least one step per epoch
-    digits = flags.resolve_training(train.parse_args(['--learning_rate', '0']), DIGITS_BC16,
+    digits = resolve.train_config(train.parse_args(['--learning_rate', '0']), DIGITS_BC16,
                                     'channels_last')
     assert (digits.batch_size, digits.train_epochs, digits.epochs_per_eval) == (64, 30, 10)
-    assert digits.learning_rate == 0.0
-    assert digits.total_steps(data.Digits.defaults.batch_size * 10) == 300
+    assert digits.initial_learning_rate(workers=2) == 0.0
+    assert digits.total_steps(resolve.DEFAULTS['digits'].batch_size * 10) == 300
 
 
 def test_unset_flags_come_from_the_saved_config_and_set_ones_override():
     saved = ModelConfig(dataset='cifar10', synthetic=True, model='densenet_bc', depth=40,
                         growth_rate=6, num_classes=10, image_size=32, mfm_transitions=(2,))
-    assert flags.resolve_model(eval_script.parse_args([]), saved) == saved
-    assert flags.resolve_model(train.parse_args([]), saved) == saved
-    deeper = flags.resolve_model(eval_script.parse_args(['--depth', '100']), saved)
+    assert resolve.model_config(eval_script.parse_args([]), saved) == saved
+    assert resolve.model_config(train.parse_args([]), saved) == saved
+    deeper = resolve.model_config(eval_script.parse_args(['--depth', '100']), saved)
     assert saved.difference(deeper) == 'depth 40 != 100'
-    real = flags.resolve_model(train.parse_args(['--dataset', 'cifar100']), saved)
+    real = resolve.model_config(train.parse_args(['--dataset', 'cifar100']), saved)
     assert (real.dataset, real.synthetic, real.num_classes, real.depth) == (
         'cifar100', False, 100, 40)
-    keras = flags.resolve_model(argparse.Namespace(model=None, image_size=None),
+    keras = resolve.model_config(argparse.Namespace(model=None, image_size=None),
                                 default_dataset='imagenet')
     assert (keras.model, keras.image_size, keras.num_classes) == ('densenet121', 224, 1000)
 
@@ -132,37 +134,38 @@ def test_unset_flags_come_from_the_saved_config_and_set_ones_override():
 def test_a_model_that_cannot_be_built_is_refused_at_the_edge(argv, message):
     args = train.parse_args(argv)
     with pytest.raises(UsageError, match=message):
-        flags.resolve_training(args, flags.resolve_model(args), 'channels_last')
+        resolve.train_config(args, resolve.model_config(args), 'channels_last')
 
 
 def test_channels_first_needs_a_gpu():
-    assert flags.data_format(None, gpu=True) == 'channels_first'
-    assert flags.data_format('channels_last', gpu=True) == 'channels_last'
+    assert resolve.data_format(None, gpu=True) == 'channels_first'
+    assert resolve.data_format('channels_last', gpu=True) == 'channels_last'
     with pytest.raises(UsageError, match='channels_first needs a GPU'):
-        flags.data_format('channels_first', gpu=False)
+        resolve.data_format('channels_first', gpu=False)
 
 
 def test_train_config_defaults_are_the_flags_defaults(tmp_path):
     args = train.parse_args(['--model_dir', str(tmp_path)])
-    from_flags = flags.resolve_training(args, DIGITS_BC16, 'channels_last')
+    from_flags = resolve.train_config(args, DIGITS_BC16, 'channels_last')
     assert from_flags == TrainConfig(model_dir=str(tmp_path), batch_size=64, train_epochs=30,
-                                     epochs_per_eval=10, learning_rate=0.05,
+                                     epochs_per_eval=10, learning_rate=None,
                                      data_format='channels_last')
+    assert from_flags.initial_learning_rate() == 0.05
 
 
 @pytest.mark.slow
-def test_train_refuses_a_model_dir_of_another_model_and_resumes_without_flags(tmp_path, entry):
+def test_train_refuses_a_model_dir_of_another_model_and_resumes_without_flags(trained_run,
+                                                                              tmp_path, entry):
     model_dir = str(tmp_path / 'run')
-    entry('train.py', '--model_dir', model_dir, '--max_steps', '2', '--epochs_per_eval', '0',
-          *SMALL)
+    shutil.copytree(trained_run.model_dir, model_dir)
     before = sorted(os.listdir(model_dir))
-    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '4', '--depth', '22',
+    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '44', '--depth', '22',
                   check=False)
     assert other.returncode == 1 and other.stderr == (
         'error: %s holds another model (depth 16 != 22); use a new --model_dir\n' % model_dir)
     assert sorted(os.listdir(model_dir)) == before
     # The architecture comes from config.json: the same command without its flags resumes.
-    resumed = entry('train.py', '--model_dir', model_dir, '--max_steps', '4',
+    resumed = entry('train.py', '--model_dir', model_dir, '--max_steps', '44',
                     '--epochs_per_eval', '0', '--batch_size', '32')
     assert 'resuming from' in resumed.stdout and 'DenseNet-BC (L=16, k=4)' in resumed.stdout
 
@@ -186,17 +189,16 @@ def test_a_model_dir_of_the_previous_release_resumes_evaluates_and_exports(tmp_p
 
 
 @pytest.mark.slow
-def test_a_checkpoint_of_another_model_without_config_json_is_refused_untouched(tmp_path,
-                                                                                 entry):
+def test_a_checkpoint_of_another_model_without_config_json_is_refused_untouched(trained_run,
+                                                                                 tmp_path, entry):
     """As an Estimator or an older tool leaves a directory: checkpoints, no config.json."""
     model_dir = str(tmp_path / 'run')
-    entry('train.py', '--model_dir', model_dir, '--max_steps', '2', '--epochs_per_eval', '0',
-          *SMALL)
+    shutil.copytree(trained_run.model_dir, model_dir)
     os.remove(os.path.join(model_dir, 'config.json'))
     before = sorted(os.listdir(model_dir))
-    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '4', '--depth', '22',
+    other = entry('train.py', '--model_dir', model_dir, '--max_steps', '44', '--depth', '22',
                   '--growth_rate', '4', check=False)
     assert other.returncode == 1 and re.match(
-        r'error: \S+model\.ckpt-2 was written by another architecture: it has no variable '
+        r'error: \S+model\.ckpt-40 was written by another architecture: it has no variable '
         r'densenet/denseblock1/denselayer3/', other.stderr), other.stderr
     assert sorted(os.listdir(model_dir)) == before

@@ -1,103 +1,41 @@
 """Input pipelines on data the tests make: CIFAR binary and python releases, ImageNet TFRecords,
 digits, synthetic; malformed inputs; the download helper against a loopback HTTP server."""
-import functools
 import hashlib
-import http.server
 import io
 import os
 import pickle
 import re
 import tarfile
-import threading
 
 import numpy as np
 import pytest
 
+from helpers import (Payload, cifar_images, make_cifar10_bin, make_cifar_py, make_imagenet,
+                     python_batch, take, write_cifar_bin)
 from models.compat import tf
 from utils import data
-from utils.download import download_cifar
-
-
-def _take(dataset_obj, training, batch_size=4, batches=None):
-    """Runs the input pipeline; returns (images, labels) of all (or `batches`) batches."""
-    with tf.Graph().as_default():
-        ds = dataset_obj.input_fn(training, batch_size, epochs=1 if training else None, seed=1)
-        nxt = tf.data.make_one_shot_iterator(ds).get_next()
-        images, labels = [], []
-        with tf.Session() as sess:
-            while batches is None or len(labels) < batches:
-                try:
-                    x, y = sess.run(nxt)
-                except tf.errors.OutOfRangeError:
-                    break
-                images.append(x)
-                labels.append(y)
-    return np.concatenate(images), np.concatenate(labels)
-
-
-def _cifar_images(n, seed):
-    return np.random.RandomState(seed).randint(0, 256, size=(n, 3, 32, 32)).astype(np.uint8)
-
-
-def _write_cifar_bin(path, images, labels, coarse=None):
-    with open(path, 'wb') as f:
-        for i, (image, label) in enumerate(zip(images, labels)):
-            if coarse is not None:
-                f.write(bytes([coarse[i]]))
-            f.write(bytes([label]))
-            f.write(image.tobytes())
-
-
-def make_cifar10_bin(root, per_file=3):
-    d = os.path.join(root, 'cifar-10-batches-bin')
-    os.makedirs(d)
-    first = None
-    for i, name in enumerate(['data_batch_%d.bin' % j for j in range(1, 6)] + ['test_batch.bin']):
-        images = _cifar_images(per_file, i)
-        labels = [(i + j) % 10 for j in range(per_file)]
-        _write_cifar_bin(os.path.join(d, name), images, labels)
-        if name == 'test_batch.bin':
-            first = (images[0], labels[0])
-    return d, first
-
-
-def make_cifar_py(root, hundred=False, per_file=3):
-    d = os.path.join(root, 'cifar-100-python' if hundred else 'cifar-10-batches-py')
-    os.makedirs(d)
-    names = ['train', 'test'] if hundred else ['data_batch_%d' % j for j in range(1, 6)] + [
-        'test_batch']
-    for i, name in enumerate(names):
-        images = _cifar_images(per_file, i).reshape(per_file, -1)
-        labels = [(i * 7 + j) % (100 if hundred else 10) for j in range(per_file)]
-        batch = {b'data': images, b'batch_label': b'fake batch %d' % i,
-                 b'filenames': [b'img%d.png' % j for j in range(per_file)]}
-        batch[b'fine_labels' if hundred else b'labels'] = labels
-        if hundred:
-            batch[b'coarse_labels'] = [l // 5 for l in labels]
-        with open(os.path.join(d, name), 'wb') as f:
-            pickle.dump(batch, f, protocol=2)
-    return d
+from utils.data.download import download_cifar
 
 
 def test_digits_has_a_fixed_split_of_real_images():
     digits = data.get_dataset('digits')
     assert (digits.train_size, digits.test_size) == (1437, 360)
-    images, labels = _take(digits, training=False, batch_size=100)
+    images, labels = take(digits, training=False, batch_size=100)
     assert images.shape == (360, 8, 8, 1) and labels.shape == (360,)
     assert sorted(set(labels)) == list(range(10))
     assert images.min() == 0 and images.max() == 16
-    again = _take(data.get_dataset('digits'), training=False, batch_size=100)
+    again = take(data.get_dataset('digits'), training=False, batch_size=100)
     np.testing.assert_array_equal(labels, again[1])
 
 
 def test_cifar10_binary_reads_pixels_and_labels(tmp_path):
     d, (image, label) = make_cifar10_bin(str(tmp_path))
     cifar = data.get_dataset('cifar10', str(tmp_path))
-    images, labels = _take(cifar, training=False, batch_size=2)
+    images, labels = take(cifar, training=False, batch_size=2)
     assert images.shape == (3, 32, 32, 3) and images.dtype == np.float32
     np.testing.assert_array_equal(images[0], image.transpose(1, 2, 0))
     assert labels[0] == label
-    train_images, _ = _take(cifar, training=True, batch_size=5)
+    train_images, _ = take(cifar, training=True, batch_size=5)
     assert train_images.shape == (15, 32, 32, 3)  # 5 files x 3, augmented but same size
     # The release directory itself works as --data_dir too.
     assert data.get_dataset('cifar10', d).kind == 'bin'
@@ -107,9 +45,9 @@ def test_cifar100_binary_uses_the_fine_label(tmp_path):
     d = os.path.join(str(tmp_path), 'cifar-100-binary')
     os.makedirs(d)
     for name in ('train.bin', 'test.bin'):
-        _write_cifar_bin(os.path.join(d, name), _cifar_images(4, 0), [97, 3, 55, 0],
+        write_cifar_bin(os.path.join(d, name), cifar_images(4, 0), [97, 3, 55, 0],
                          coarse=[19, 1, 2, 3])
-    _, labels = _take(data.get_dataset('cifar100', str(tmp_path)), training=False)
+    _, labels = take(data.get_dataset('cifar100', str(tmp_path)), training=False)
     assert list(labels) == [97, 3, 55, 0]
 
 
@@ -118,39 +56,26 @@ def test_cifar_python_release(tmp_path, hundred):
     make_cifar_py(str(tmp_path), hundred)
     cifar = data.get_dataset('cifar100' if hundred else 'cifar10', str(tmp_path))
     assert cifar.kind == 'py'
-    images, labels = _take(cifar, training=False, batch_size=2)
+    images, labels = take(cifar, training=False, batch_size=2)
     assert images.shape == (3, 32, 32, 3)
-    expected = _cifar_images(3, 1 if hundred else 5).transpose(0, 2, 3, 1)
+    expected = cifar_images(3, 1 if hundred else 5).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(images, expected)
     assert list(labels) == [(7 * (1 if hundred else 5) + j) % (100 if hundred else 10)
                             for j in range(3)]
-
-
-class _Payload(object):
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, ('touch %s' % self.marker,))
 
 
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     d = make_cifar_py(str(tmp_path))
     marker = os.path.join(str(tmp_path), 'pwned')
     with open(os.path.join(d, 'test_batch'), 'wb') as f:
-        pickle.dump({b'data': _Payload(marker), b'labels': [1]}, f, protocol=2)
+        pickle.dump({b'data': Payload(marker), b'labels': [1]}, f, protocol=2)
     # The payload is real: the standard unpickler would run it.
     with pytest.raises(data.DataError, match=r'refusing to load (posix|os)\.system'):
         data.load_python_batch(os.path.join(d, 'test_batch'))
     cifar = data.get_dataset('cifar10', str(tmp_path))
     with pytest.raises(data.DataError, match='refusing'):
-        _take(cifar, training=False)
+        take(cifar, training=False)
     assert not os.path.exists(marker)
-
-
-def _python_batch(path, pixels, labels):
-    with open(path, 'wb') as f:
-        pickle.dump({b'data': pixels, b'labels': labels}, f, protocol=2)
 
 
 _PIXELS = np.random.RandomState(0).randint(0, 256, size=(2, 3072))
@@ -172,12 +97,12 @@ _PIXELS = np.random.RandomState(0).randint(0, 256, size=(2, 3072))
 def test_python_batches_of_other_values_are_refused(tmp_path, pixels, labels, message):
     d = make_cifar_py(str(tmp_path))
     path = os.path.join(d, 'data_batch_4')
-    _python_batch(path, pixels, labels)
+    python_batch(path, pixels, labels)
     cifar = data.get_dataset('cifar10', str(tmp_path))
     with pytest.raises(data.DataError, match=re.escape(path) + ': ' + message):
         cifar.input_fn(True, 2)
-    _python_batch(path, _PIXELS.astype(np.int64), [1.0, 2.0])  # whole numbers of other types pass
-    images, labels = _take(cifar, training=True, batch_size=7)  # 4 files of 3, one of 2
+    python_batch(path, _PIXELS.astype(np.int64), [1.0, 2.0])  # whole numbers of other types pass
+    images, labels = take(cifar, training=True, batch_size=7)  # 4 files of 3, one of 2
     assert images.shape[0] == 14 and labels.dtype == np.int32
 
 
@@ -200,7 +125,7 @@ def test_truncated_binary_file_is_reported(tmp_path):
 
 def test_label_out_of_range_is_reported(tmp_path):
     d, _ = make_cifar10_bin(str(tmp_path))
-    _write_cifar_bin(os.path.join(d, 'test_batch.bin'), _cifar_images(2, 0), [3, 12])
+    write_cifar_bin(os.path.join(d, 'test_batch.bin'), cifar_images(2, 0), [3, 12])
     cifar = data.get_dataset('cifar10', str(tmp_path))
     with pytest.raises(data.DataError, match=r'test_batch\.bin: label 12 out of range \[0, 10\)'):
         cifar.input_fn(False, 2)
@@ -220,33 +145,13 @@ def test_missing_and_incomplete_data_dirs_name_the_path(tmp_path):
         data.get_dataset('imagenet', str(tmp_path))
 
 
-def _png(height, width, seed):
-    image = np.random.RandomState(seed).randint(0, 256, (height, width, 3)).astype(np.uint8)
-    with tf.Graph().as_default(), tf.Session() as sess:
-        return sess.run(tf.image.encode_png(image))
-
-
-def make_imagenet(root, n=3, first_label=1):
-    for prefix in ('train', 'validation'):
-        path = os.path.join(root, '%s-00000-of-00001' % prefix)
-        with tf.io.TFRecordWriter(path) as writer:
-            for i in range(n):
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    'image/encoded': tf.train.Feature(bytes_list=tf.train.BytesList(
-                        value=[_png(30 + i, 40, i)])),
-                    'image/class/label': tf.train.Feature(int64_list=tf.train.Int64List(
-                        value=[i + first_label])),
-                }))
-                writer.write(example.SerializeToString())
-
-
 def test_imagenet_tfrecords(tmp_path):
     make_imagenet(str(tmp_path))
     imagenet = data.get_dataset('imagenet', str(tmp_path), image_size=16)
-    images, labels = _take(imagenet, training=False, batch_size=3)
+    images, labels = take(imagenet, training=False, batch_size=3)
     assert images.shape == (3, 16, 16, 3)
     assert list(labels) == [0, 1, 2]  # 1-based labels become 0-based
-    train_images, _ = _take(imagenet, training=True, batch_size=3)
+    train_images, _ = take(imagenet, training=True, batch_size=3)
     assert train_images.shape == (3, 16, 16, 3)
     assert 0 <= train_images.min() and train_images.max() <= 255
 
@@ -273,7 +178,7 @@ def test_corrupt_tfrecords_are_named_up_front_or_fail_with_data_loss(tmp_path):
         f.write(intact[:-20] + b'\xff' * 16 + intact[-4:])
     imagenet = data.get_dataset('imagenet', str(tmp_path), image_size=16)
     with pytest.raises(tf.errors.DataLossError):
-        _take(imagenet, training=False)
+        take(imagenet, training=False)
     with open(path, 'wb') as f:
         f.write(b'')
     with pytest.raises(data.DataError, match=r'validation-00000-of-00001: empty TFRecord file'):
@@ -282,21 +187,8 @@ def test_corrupt_tfrecords_are_named_up_front_or_fail_with_data_loss(tmp_path):
 
 def test_synthetic_mimics_a_dataset():
     synthetic = data.get_dataset('synthetic', synthetic_like='cifar100')
-    images, labels = _take(synthetic, training=True, batch_size=8, batches=1)
+    images, labels = take(synthetic, training=True, batch_size=8, batches=1)
     assert images.shape == (8, 32, 32, 3) and labels.max() < 100
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """Serves tmp_path on a loopback port for the duration of a test."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield 'http://127.0.0.1:%d/' % server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def _cifar_archive(tmp_path):

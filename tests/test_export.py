@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import PYTHON, ROOT, SMALL, call_main, child_environment, run
+from conftest import PYTHON, ROOT, call_main, child_environment, run
 from models.compat import tf
 from utils import data
 from utils.config import ModelConfig
@@ -19,16 +19,20 @@ TRAINING_OPS = ('VarHandleOp', 'VariableV2', 'ReadVariableOp', 'AssignVariableOp
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """Model dirs trained for 10 steps: efficient, naive, and efficient under fp16."""
-    root = tmp_path_factory.mktemp('export')
-    dirs = {}
-    for name, extra in (('efficient', ['--efficient', 'True']), ('naive', ['--efficient', 'False']),
-                        ('fp16', ['--efficient', 'True', '--fp16', 'True'])):
-        dirs[name] = str(root / name)
-        assert call_main('train.py', '--model_dir', dirs[name], '--max_steps', '10',
-                         *(SMALL + extra)) == 0
-    return dirs
+def exported(trained_run, tmp_path_factory):
+    """The session's float32 run exported once: (frozen graph, SavedModel directory)."""
+    root = tmp_path_factory.mktemp('exported')
+    pb, saved_model = str(root / 'model.pb'), str(root / 'saved')
+    assert call_main('export.py', '--model_dir', trained_run.model_dir, '--output', pb,
+                     '--saved_model', saved_model) == 0
+    return pb, saved_model
+
+
+@pytest.fixture
+def trained(trained_run, fp16_run):
+    """The session's run directories: float32 (trained with recomputation; the variables are
+    those of every mode) and fp16 (float32 master weights and a loss scale)."""
+    return {'fp32': trained_run.model_dir, 'fp16': fp16_run.model_dir}
 
 
 def _eval_graph_logits(model_dir, images):
@@ -43,7 +47,7 @@ def _eval_graph_logits(model_dir, images):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('kind', ['efficient', 'naive', 'fp16'])
+@pytest.mark.parametrize('kind', ['fp32', 'fp16'])
 def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, entry, kind):
     pb, saved_model = str(tmp_path / 'model.pb'), str(tmp_path / 'saved')
     out = entry('export.py', '--model_dir', trained[kind], '--output', pb,
@@ -73,9 +77,8 @@ def test_frozen_graph_and_saved_model_match_the_eval_graph(trained, tmp_path, en
 
 
 @pytest.mark.slow
-def test_predict_reads_png_files(trained, tmp_path, entry):
-    pb = str(tmp_path / 'model.pb')
-    entry('export.py', '--model_dir', trained['efficient'], '--output', pb)
+def test_predict_reads_png_files(exported, tmp_path, entry):
+    pb = exported[0]
     digits = data.spec('digits')
     paths = []
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -97,19 +100,19 @@ def test_export_errors_are_one_line(trained, tmp_path, entry):
     no_checkpoint = entry('export.py', '--model_dir', str(tmp_path), '--output', 'x.pb',
                           check=False)
     assert no_checkpoint.returncode == 1 and 'no checkpoint found' in no_checkpoint.stderr
-    unwritable = entry('export.py', '--model_dir', trained['naive'], '--output',
+    unwritable = entry('export.py', '--model_dir', trained['fp32'], '--output',
                        str(tmp_path / 'missing' / 'x.pb'), check=False)
     assert unwritable.returncode == 1 and 'output directory does not exist' in unwritable.stderr
     # Point the saved architecture at another growth rate: the checkpoint no longer fits.
     other = str(tmp_path / 'other')
     os.makedirs(other)
-    with open(os.path.join(trained['naive'], 'config.json')) as f:
+    with open(os.path.join(trained['fp32'], 'config.json')) as f:
         config = json.load(f)
     config['growth_rate'] = 6
     with open(os.path.join(other, 'config.json'), 'w') as f:
         json.dump(config, f)
     mismatch = entry('export.py', '--model_dir', other, '--output', str(tmp_path / 'x.pb'),
-                     '--checkpoint', tf.train.latest_checkpoint(trained['naive']), check=False)
+                     '--checkpoint', tf.train.latest_checkpoint(trained['fp32']), check=False)
     assert mismatch.returncode == 1 and 'Traceback' not in mismatch.stderr
     # The first mismatch in build order: the stem's 2k filters.
     assert re.search(r'another architecture: densenet/stem/conv0/kernel is \[3, 3, 1, 8\] '
@@ -134,25 +137,23 @@ def _variable_input_graph(path):
 @pytest.mark.slow
 @pytest.mark.parametrize('write, message', [
     ('saved_model', r'saved_model\.pb: not a readable frozen graph'),
-    ('meta', r'model\.ckpt-10\.meta: not a readable frozen graph'),
+    ('meta', r'model\.ckpt-40\.meta: not a readable frozen graph'),
     (_unknown_op_graph, r'graph\.pb: not a graph this TensorFlow can run \(Op type not '
                         r'registered \'NoSuchOp\''),
     (_variable_input_graph, r'graph\.pb: not a graph written by export\.py \(its \'input\' is a '
                             r'Variable'),
     ('image', r'bad\.png: not a readable PNG, JPEG, GIF or BMP image'),
 ], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'bad-image'])
-def test_predict_errors_name_the_file(trained, tmp_path, entry, write, message):
-    model_pb, image = str(tmp_path / 'model.pb'), str(tmp_path / 'digit.png')
-    entry('export.py', '--model_dir', trained['naive'], '--output', model_pb, '--saved_model',
-          str(tmp_path / 'sm'))
+def test_predict_errors_name_the_file(trained, exported, tmp_path, write, message):
+    (model_pb, saved_model), image = exported, str(tmp_path / 'digit.png')
     with tf.Graph().as_default(), tf.Session() as sess:
         png = sess.run(tf.image.encode_png(np.zeros((8, 8, 1), np.uint8)))
     with open(image, 'wb') as f:
         f.write(png)
     if write == 'saved_model':
-        model_pb = str(tmp_path / 'sm' / 'saved_model.pb')
+        model_pb = os.path.join(saved_model, 'saved_model.pb')
     elif write == 'meta':
-        model_pb = os.path.join(trained['naive'], 'model.ckpt-10.meta')
+        model_pb = os.path.join(trained['fp32'], 'model.ckpt-40.meta')
     elif write == 'image':
         image = str(tmp_path / 'bad.png')
         with open(image, 'wb') as f:

@@ -1,49 +1,19 @@
 """MNIST / Fashion-MNIST: the IDX reader on files the tests write (gzipped and raw), every kind of
 bad file, the download against a loopback HTTP server, and train -> eval -> export on a slice."""
 import gzip
-import hashlib
 import json
 import os
 import re
 import shutil
-import struct
 
 import numpy as np
 import pytest
 
+from helpers import IDX_NAMES as NAMES, make_idx_dataset, serve_idx, take, write_idx
 from models.compat import tf
-from test_data import _take, http_server  # noqa: F401 (a fixture)
-from utils import data, download
+from utils import data
+from utils.data import download
 from utils.export import INPUT, LOGITS
-
-NAMES = ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte',
-         't10k-labels-idx1-ubyte')
-
-
-def write_idx(path, array, compress=None):
-    """Writes uint8 `array` as an IDX file; gzipped if `path` ends in .gz."""
-    array = np.asarray(array, np.uint8)
-    blob = struct.pack('>HBB', 0, 0x08, array.ndim) + struct.pack(
-        '>%dI' % array.ndim, *array.shape) + array.tobytes()
-    with (gzip.open if path.endswith('.gz') else open)(path, 'wb') as f:
-        f.write(blob)
-    return path
-
-
-def make_idx_dataset(directory, train=40, test=20, gz=True, seed=0):
-    """Four IDX files whose images are the class number written into a corner, and the arrays."""
-    os.makedirs(directory, exist_ok=True)
-    rng = np.random.RandomState(seed)
-    arrays = {}
-    for prefix, n in (('train', train), ('t10k', test)):
-        labels = np.arange(n) % 10
-        images = rng.randint(0, 60, size=(n, 28, 28)).astype(np.uint8)
-        images[np.arange(n), 10 + labels, 10 + labels] = 255
-        arrays[prefix] = (images, labels)
-        suffix = '.gz' if gz else ''
-        write_idx(os.path.join(directory, prefix + '-images-idx3-ubyte' + suffix), images)
-        write_idx(os.path.join(directory, prefix + '-labels-idx1-ubyte' + suffix), labels)
-    return arrays
 
 
 @pytest.mark.parametrize('gz', [True, False], ids=['gzip', 'raw'])
@@ -51,11 +21,11 @@ def test_reader_reads_both_splits_and_the_pipeline_shapes_them(tmp_path, gz):
     arrays = make_idx_dataset(str(tmp_path), gz=gz)
     fashion = data.get_dataset('fashion_mnist', str(tmp_path))
     assert (fashion.train_size, fashion.test_size) == (40, 20)
-    images, labels = _take(fashion, training=False, batch_size=8)
+    images, labels = take(fashion, training=False, batch_size=8)
     np.testing.assert_array_equal(images[..., 0], arrays['t10k'][0])
     np.testing.assert_array_equal(labels, arrays['t10k'][1])
     assert images.dtype == np.float32 and labels.dtype == np.int32
-    train_images, _ = _take(data.get_dataset('mnist', str(tmp_path)), training=True,
+    train_images, _ = take(data.get_dataset('mnist', str(tmp_path)), training=True,
                             batch_size=8)
     assert train_images.shape == (40, 28, 28, 1)
     # augmentation shifts by at most two pixels: every bright mark stays near the diagonal
@@ -67,7 +37,7 @@ def test_mnist_never_mirrors_and_fashion_does(tmp_path):
     make_idx_dataset(str(tmp_path), train=200)
     mirrored = {}
     for name in ('mnist', 'fashion_mnist'):
-        images, labels = _take(data.get_dataset(name, str(tmp_path)), training=True,
+        images, labels = take(data.get_dataset(name, str(tmp_path)), training=True,
                                batch_size=50)
         rows, cols = np.nonzero(images[..., 0] == 255)[1:]
         # a mark at (10 + c, 10 + c) shifted by up to 2 pixels; mirrored it lands near 17 - c
@@ -151,7 +121,7 @@ def test_fashion_mnist_reads_the_system_package_without_data_dir(tmp_path, monke
     make_idx_dataset(system_dir, train=30)
     assert data.default_data_dir('fashion_mnist') == system_dir
     assert data.default_data_dir('mnist') is None and data.default_data_dir('cifar10') is None
-    assert data.get_dataset('fashion_mnist').train_size == 30
+    assert data.get_dataset('fashion_mnist', system_dir).train_size == 30
 
 
 def test_missing_directory_says_how_to_get_the_data(tmp_path):
@@ -164,23 +134,12 @@ def test_spec_and_synthetic_need_no_files():
     spec = data.spec('fashion_mnist')
     assert spec.image_shape == (28, 28, 1) and spec.num_classes == 10
     synthetic = data.get_dataset('synthetic', synthetic_like='mnist')
-    images, labels = _take(synthetic, training=True, batch_size=4, batches=1)
+    images, labels = take(synthetic, training=True, batch_size=4, batches=1)
     assert images.shape == (4, 28, 28, 1) and labels.max() < 10
 
 
-def _serve_idx(root):
-    """The four files gzipped under root/official/ and their MD5s."""
-    official = os.path.join(root, 'official')
-    make_idx_dataset(official)
-    md5s = {}
-    for name in NAMES:
-        with open(os.path.join(official, name + '.gz'), 'rb') as f:
-            md5s[name + '.gz'] = hashlib.md5(f.read()).hexdigest()
-    return md5s
-
-
 def test_download_checks_each_md5_and_falls_back_to_the_next_address(tmp_path, http_server):
-    md5s = _serve_idx(str(tmp_path))
+    md5s = serve_idx(str(tmp_path))
     dest = str(tmp_path / 'data')
     wrong = dict(md5s, **{'train-labels-idx1-ubyte.gz': '0' * 32})  # the last one fetched
     with pytest.raises(data.DataError, match=r'train-labels-idx1-ubyte\.gz: MD5 [0-9a-f]{32}, '
@@ -201,7 +160,7 @@ def test_download_checks_each_md5_and_falls_back_to_the_next_address(tmp_path, h
 @pytest.mark.slow
 def test_train_downloads_each_dataset_into_its_own_directory(tmp_path, http_server, entry,
                                                              monkeypatch):
-    md5s = _serve_idx(str(tmp_path))
+    md5s = serve_idx(str(tmp_path))
     for name in ('mnist', 'fashion_mnist'):
         monkeypatch.setitem(download.IDX_FILES, name, ([http_server + 'official/'], md5s))
     monkeypatch.setattr(data.FashionMnist, 'SYSTEM_DIR', str(tmp_path / 'no-package'))
@@ -214,7 +173,9 @@ def test_train_downloads_each_dataset_into_its_own_directory(tmp_path, http_serv
     assert 'done at step 2' in out.stdout
     assert sorted(os.listdir(str(work / 'data' / 'fashion_mnist'))) == sorted(
         n + '.gz' for n in NAMES)
-    assert download.download('mnist', progress=False) == os.path.join('data', 'mnist')
+    assert data.default_data_dir('mnist', download=True) == os.path.join('data', 'mnist')
+    assert data.default_data_dir('cifar10', download=True) == 'data'
+    assert download.download('mnist', 'data/mnist', progress=False) == 'data/mnist'
     assert sorted(os.listdir(str(work / 'data'))) == ['fashion_mnist', 'mnist']
 
 

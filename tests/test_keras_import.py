@@ -74,13 +74,14 @@ def test_export_init_from_keras_classifies_raw_pixels_as_keras_does(keras121, tm
 
 @pytest.mark.slow
 def test_train_init_from_keras_fine_tunes_with_a_new_classifier(keras121, tmp_path, entry):
-    """An efficient DenseNet-121 on 10 classes starts from the file: at learning rate 0 the saved
+    """A DenseNet-121 on 10 classes starts from the file (naive: every mode has the same
+    variables, and its graph builds fastest): at learning rate 0 the saved
     kernels are the file's, and the 1000-way classifier is replaced by a fresh 10-way one."""
     path = keras121[0]
     model_dir = str(tmp_path / 'run')
     out = entry('train.py', '--dataset', 'synthetic', '--synthetic_like', 'cifar10',
               '--model', 'densenet121', '--batch_size', '2', '--max_steps', '1',
-              '--learning_rate', '0', '--epochs_per_eval', '0', '--efficient', 'True',
+              '--learning_rate', '0', '--epochs_per_eval', '0', '--efficient', 'False',
               '--init_from_keras', path, '--model_dir', model_dir).stdout
     assert 'new classifier: densenet/classifier/kernel [1024, 10]' in out, out
     import h5py
@@ -138,8 +139,8 @@ def _foreign_hdf5(path):
     (_foreign_hdf5, r'not a Keras weights file \(no layer_names\)'),
 ], ids=['text', 'empty', 'foreign-hdf5'])
 def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry, write, message):
-    """A file that is no Keras DenseNet is refused once the graph exists, before --model_dir is
-    created (the weights are assigned later, when the session starts)."""
+    """A file that is no Keras weights file is refused before the graph is built, and before
+    --model_dir is created (the weights are assigned later, when the session starts)."""
     bad = tmp_path / 'weights.h5'
     write(bad)
     model_dir = tmp_path / 'run'

@@ -1,9 +1,16 @@
-"""Training memory: efficient grows with depth far slower than naive, and the helper is right."""
+"""Training memory: efficient grows with depth far slower than naive, shared slower still, and
+the two peak measures (the allocator's statistics, the trace replay) agree."""
+import json
+import subprocess
+
 import numpy as np
+import pytest
 
 import models
+from benchmarks import peak
+from conftest import PYTHON, ROOT, child_environment
+from helpers import HANG_GUARD
 from models.compat import tf
-from utils import memory
 
 BATCH, SIZE, GROWTH = 32, 16, 12
 
@@ -24,7 +31,7 @@ def _train_step_peak(layers, efficient):
         with tf.Session(config=config) as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(train)  # warm-up
-            return memory.peak_bytes(sess, train)
+            return peak.traced_peak_bytes(sess, train)
 
 
 def test_peak_bytes_counts_a_known_allocation():
@@ -33,11 +40,11 @@ def test_peak_bytes_counts_a_known_allocation():
         y = tf.reduce_sum(tf.matmul(x, x, transpose_b=True))  # a 256 x 256 float32 product
         with tf.Session() as sess:
             feed = {x: np.ones([256, 1024], np.float32)}
-            peak = memory.peak_bytes(sess, y, feed)
-            _, run_metadata = memory.traced_run(sess, y, feed)
-    assert 256 * 256 * 4 <= peak < 4 * 256 * 1024 * 4
-    holders = memory.live_at_peak(run_metadata)
-    assert holders and sum(b for b, _ in holders) == peak
+            peak_bytes = peak.traced_peak_bytes(sess, y, feed)
+            _, run_metadata = peak.traced_run(sess, y, feed)
+    assert 256 * 256 * 4 <= peak_bytes < 4 * 256 * 1024 * 4
+    holders = peak.live_at_peak(run_metadata)
+    assert holders and sum(b for b, _ in holders) == peak_bytes
 
 
 def test_efficient_memory_grows_far_slower_than_naive():
@@ -70,3 +77,53 @@ def test_shared_statistics_memory_grows_slower_than_efficient():
     print('efficient %s, shared %s' % (efficient, shared))
     assert shared[1] < efficient[1]
     assert shared[1] - shared[0] < 0.6 * (efficient[1] - efficient[0])
+
+
+# Runs in a process started with the BFC allocator: one DenseNet-BC-16 step per mode, whose peak
+# is read both from the allocator's statistics and from the same step's trace.
+BOTH_MEASURES = """
+import json, sys
+sys.path.insert(0, %r)
+import numpy as np
+import models
+from benchmarks import peak
+from models.compat import tf
+results = {}
+for setting in (False, True, 'shared'):
+    with tf.Graph().as_default():
+        images = tf.constant(np.random.RandomState(0).rand(16, 16, 16, 3).astype(np.float32))
+        logits = models.densenet_bc(images, 10, depth=16, growth_rate=8, efficient=setting,
+                                    data_format='channels_last')()
+        loss = tf.losses.sparse_softmax_cross_entropy(np.arange(16) %% 10, logits)
+        train = tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+        stats = peak.AllocatorStats()
+        with tf.Session(config=tf.ConfigProto(inter_op_parallelism_threads=1)) as sess:
+            sess.run(tf.global_variables_initializer())
+            sess.run(train)
+            before = stats.reset(sess)
+            _, metadata = peak.traced_run(sess, train)
+            allocator = stats.peak(sess) - before
+            traced = peak.peak_bytes_by_allocator(metadata)
+    results[str(setting)] = [allocator, max(traced.values())]
+print(json.dumps(results))
+""" % ROOT
+
+
+def test_the_allocator_peak_equals_the_trace_replay():
+    """The benchmark's measure (BFC statistics, no trace) against the replay of the same step's
+    allocation records, on this stack, in each mode."""
+    env = dict(child_environment(), TF_CPU_ALLOCATOR_USE_BFC='true')
+    proc = subprocess.run([PYTHON, '-c', BOTH_MEASURES], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=env,
+                          timeout=HANG_GUARD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for setting, (allocator, traced) in results.items():
+        assert traced > 1 << 20, setting
+        assert abs(allocator - traced) <= 4096, (setting, allocator, traced)  # the stats op
+
+
+def test_the_allocator_peak_needs_the_bfc_allocator(monkeypatch):
+    monkeypatch.delenv(peak.BFC_VARIABLE, raising=False)
+    with pytest.raises(RuntimeError, match='TF_CPU_ALLOCATOR_USE_BFC=true'):
+        peak.AllocatorStats()

@@ -7,20 +7,15 @@ import signal
 
 import pytest
 
-from conftest import SMALL, call_main
-from test_reliability import LONG, _assert_one_line_failure, _start, _tree, \
-    _wait_for_checkpoint
+from conftest import EVERY_20 as STEPS, SMALL
+from helpers import LONG, assert_one_line_failure, start, tree, wait_for_checkpoint
 from utils import checkpoints
 
-STEPS = SMALL + ['--save_checkpoint_steps', '20', '--epochs_per_eval', '0']
 
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-    """A run directory trained to step 40, with checkpoints 0, 20 and 40."""
-    model_dir = str(tmp_path_factory.mktemp('run_dir') / 'run')
-    assert call_main('train.py', '--model_dir', model_dir, '--max_steps', '40', *STEPS) == 0
-    return model_dir
+@pytest.fixture
+def trained(trained_run):
+    """The session's run directory trained to step 40, with checkpoints 0, 20 and 40."""
+    return trained_run.model_dir
 
 
 def _copy(trained, tmp_path, name='run'):
@@ -48,14 +43,14 @@ def test_a_copied_run_trains_on_its_own_checkpoints_and_leaves_the_original(
     original = _copy(trained, tmp_path, 'original')
     if absolute:
         _write_absolute_index(original)
-    before = _tree(original)
+    before = tree(original)
     copy = _copy(original, tmp_path, 'copy')
     out = _resume(entry, copy, 120).stdout  # long enough for the rotation to delete the oldest
     assert 'resuming from %s at step 40' % os.path.join(copy, 'model.ckpt-40') in out, out
     if absolute:
         assert re.search(r'warning: .*copy/checkpoint names .*original/model\.ckpt-40, in another '
                          r'directory .*; using .*copy/model\.ckpt-40', out), out
-    assert _tree(original) == before
+    assert tree(original) == before
     assert checkpoints.latest_checkpoint(copy) == os.path.join(copy, 'model.ckpt-120')
     assert not os.path.exists(os.path.join(copy, 'model.ckpt-0.index'))  # rotated, in the copy
     with open(os.path.join(copy, 'checkpoint')) as f:
@@ -66,14 +61,14 @@ def test_a_copied_run_trains_on_its_own_checkpoints_and_leaves_the_original(
 def test_an_index_of_another_directory_never_restores_into_a_new_run(trained, tmp_path, entry):
     original = _copy(trained, tmp_path, 'original')
     _write_absolute_index(original)
-    before = _tree(original)
+    before = tree(original)
     copy = _copy(original, tmp_path, 'copy')
     for name in os.listdir(copy):
         if name.startswith('model.ckpt-'):
             os.remove(os.path.join(copy, name))
     out = _resume(entry, copy, 20).stdout
     assert 'resuming' not in out and re.search(r'step 10/20', out), out
-    assert _tree(original) == before
+    assert tree(original) == before
     assert checkpoints.latest_checkpoint(copy) == os.path.join(copy, 'model.ckpt-20')
 
 
@@ -156,23 +151,23 @@ def test_only_damaged_checkpoints_stop_the_run_without_writing(trained, tmp_path
     model_dir = _copy(trained, tmp_path)
     for step in (0, 20, 40):
         os.remove(os.path.join(model_dir, 'model.ckpt-%d.index' % step))
-    before = _tree(model_dir)
+    before = tree(model_dir)
     for script in ('train.py', 'eval.py'):
         failed = entry(script, '--model_dir', model_dir, *(SMALL if script == 'train.py' else []),
                        check=False)
-        _assert_one_line_failure(failed, r'no intact checkpoint \(model\.ckpt-0: no \.index '
+        assert_one_line_failure(failed, r'no intact checkpoint \(model\.ckpt-0: no \.index '
                                          r'file; model\.ckpt-20: .*\); move the damaged files')
-    assert _tree(model_dir) == before
+    assert tree(model_dir) == before
 
 
 @pytest.mark.slow
 def test_a_second_writer_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path, entry):
     model_dir = str(tmp_path / 'run')
-    first = _start('--model_dir', model_dir, *LONG)
+    first = start('--model_dir', model_dir, *LONG)
     try:
-        _wait_for_checkpoint(first, model_dir, 20)
+        wait_for_checkpoint(first, model_dir, 20)
         second = entry('train.py', '--model_dir', model_dir, *LONG, check=False)
-        _assert_one_line_failure(second, r'%s is in use by another training run \(pid %d on '
+        assert_one_line_failure(second, r'%s is in use by another training run \(pid %d on '
                                          r'.+\); wait for it' % (re.escape(model_dir), first.pid))
     finally:
         os.killpg(first.pid, signal.SIGKILL)
@@ -209,6 +204,6 @@ def test_an_explicit_damaged_checkpoint_is_named(trained, tmp_path, entry):
     for script, args in (('eval.py', []), ('export.py', ['--output', str(tmp_path / 'm.pb')])):
         failed = entry(script, '--model_dir', model_dir, '--checkpoint', checkpoint, *args,
                        check=False)
-        _assert_one_line_failure(failed, r'%s: damaged checkpoint \(unreadable: ' % re.escape(
+        assert_one_line_failure(failed, r'%s: damaged checkpoint \(unreadable: ' % re.escape(
             checkpoint))
     assert not os.path.exists(str(tmp_path / 'm.pb'))

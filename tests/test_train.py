@@ -13,6 +13,7 @@ import pytest
 
 import train
 from conftest import PYTHON, ROOT, SMALL, run
+from helpers import HANG_GUARD, horovodrun
 from models import Recomputation
 from models.compat import tf
 from utils import distribution
@@ -28,15 +29,17 @@ def _checkpoint_step(model_dir):
 
 
 @pytest.mark.slow
-def test_train_resume_and_eval_end_to_end(tmp_path, entry):
+def test_train_resume_and_eval_end_to_end(trained_run, tmp_path, entry):
+    losses = _logged_losses(trained_run.stdout)
+    assert len(losses) == 4 and losses[-1] < losses[0], trained_run.stdout
+    assert _checkpoint_step(trained_run.model_dir) == 40
+    assert os.path.isfile(os.path.join(trained_run.model_dir, 'config.json'))
+    events = glob.glob(os.path.join(trained_run.model_dir, 'events.out.tfevents.*'))
+    # TensorBoard's graph is in the events file; no text copy of it (slow to write at depth)
+    assert any(e.graph_def for e in tf.train.summary_iterator(events[0]))
+    assert not os.path.exists(os.path.join(trained_run.model_dir, 'graph.pbtxt'))
     model_dir = str(tmp_path / 'run')
-    first = entry('train.py', '--model_dir', model_dir, '--max_steps', '40',
-                '--efficient', 'True', '--save_checkpoint_steps', '20', *SMALL)
-    losses = _logged_losses(first.stdout)
-    assert len(losses) == 4 and losses[-1] < losses[0], first.stdout
-    assert _checkpoint_step(model_dir) == 40
-    assert os.path.isfile(os.path.join(model_dir, 'config.json'))
-    assert glob.glob(os.path.join(model_dir, 'events.out.tfevents.*'))
+    shutil.copytree(trained_run.model_dir, model_dir)
 
     again = entry('train.py', '--model_dir', model_dir, '--max_steps', '40', *SMALL)
     assert 'already trained to step 40' in again.stdout
@@ -70,11 +73,9 @@ def test_a_short_run_learns_digits(tmp_path, entry):
 
 
 @pytest.mark.slow
-def test_fp16_training_end_to_end(tmp_path, entry):
-    model_dir = str(tmp_path / 'fp16')
-    out = entry('train.py', '--model_dir', model_dir, '--max_steps', '20', '--fp16', 'True',
-              '--efficient', 'True', *SMALL).stdout
-    assert 'fp16' in out and _checkpoint_step(model_dir) == 20
+def test_fp16_training_end_to_end(fp16_run, entry):
+    model_dir = fp16_run.model_dir
+    assert 'fp16' in fp16_run.stdout and _checkpoint_step(model_dir) == 20
     scale = tf.train.load_variable(tf.train.latest_checkpoint(model_dir), 'loss_scale')
     assert 1 <= scale <= 2 ** 15
     kernel = tf.train.load_variable(tf.train.latest_checkpoint(model_dir),
@@ -89,15 +90,11 @@ def test_fp16_training_end_to_end(tmp_path, entry):
 def test_two_horovod_workers_agree(tmp_path, precision):
     """Two Gloo workers: averaged gradients (in float16 on the wire under fp16) leave both with
     the same weights, and only rank 0 writes checkpoints."""
-    horovodrun = os.path.join(os.path.dirname(PYTHON), 'horovodrun')
-    if not os.path.exists(horovodrun):
-        horovodrun = shutil.which('horovodrun')
-    assert horovodrun, 'horovodrun is not installed (make venv builds it)'
     out = str(tmp_path)
-    proc = subprocess.run([horovodrun, '-np', '2', '-H', 'localhost:2', '--gloo', PYTHON,
+    proc = subprocess.run([horovodrun(), '-np', '2', '-H', 'localhost:2', '--gloo', PYTHON,
                            os.path.join(ROOT, 'tests', 'horovod_worker.py'), out, precision],
                           cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True, timeout=600)
+                          universal_newlines=True, timeout=HANG_GUARD)
     assert proc.returncode == 0, proc.stdout[-5000:]
     w0 = np.load(os.path.join(out, 'weights0.npz'))
     w1 = np.load(os.path.join(out, 'weights1.npz'))

@@ -1,19 +1,17 @@
-"""Finding a checkpoint, checking that it fits a graph before restoring it (with a one-line
-reason if not), and filling a graph's variables from it or from a Keras weights file.
+"""Finding a run directory's checkpoints and checking them: complete and readable, and fitting a
+graph before anything restores them (with a one-line reason if not).
 
 A run directory's checkpoints are found from its files, not from TF's `checkpoint` index: the
 index may hold another directory's absolute paths (a copied or moved run), or be damaged, and
 trusting it restored or deleted the wrong files, or started afresh over intact checkpoints.
 """
 import collections
-import logging
 import os
 import re
 
 from models.compat import tf
-from utils.errors import CheckpointError
-
-LOG = logging.getLogger('densenet')
+from utils.errors import CheckpointError, first_line
+from utils.log import LOG
 PREFIX = 'model.ckpt'
 INDEX_FILE = 'checkpoint'  # TF's name for the index of a directory's checkpoints
 _FILE = re.compile(r'^%s-(\d+)\.(?:index|data-(\d+)-of-(\d+))$' % re.escape(PREFIX))
@@ -57,8 +55,7 @@ def _unreadable(path):
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, ValueError, RuntimeError, OSError) as e:
-        message = getattr(e, 'message', None) or str(e) or type(e).__name__
-        return 'unreadable: %s' % message.strip().splitlines()[0]
+        return 'unreadable: %s' % first_line(e)
     return None
 
 
@@ -152,8 +149,7 @@ def check_compatible(checkpoint, variables, why=''):
     try:
         saved = dict(tf.train.list_variables(checkpoint))
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError('%s: unreadable checkpoint (%s)' % (
-            checkpoint, str(e).splitlines()[0]))
+        raise CheckpointError('%s: unreadable checkpoint (%s)' % (checkpoint, first_line(e)))
     why = ' (%s)' % why if why else ''
     for var in variables:  # in build order: the first mismatch is the most telling
         name, shape = var.op.name, var.shape.as_list()
@@ -164,30 +160,3 @@ def check_compatible(checkpoint, variables, why=''):
             raise CheckpointError('%s was written by another architecture: %s is %s there, %s '
                                   'in this model%s' % (checkpoint, name, list(saved[name]), shape,
                                                        why))
-
-
-def keras_weights_for(path, variables, new_classifier=False):
-    """`models.keras_import.keras_values`, read and checked against `variables`, with a
-    CheckpointError naming what does not fit (not a Keras DenseNet, another architecture)."""
-    from models.keras_import import keras_values
-    try:
-        return keras_values(path, variables, new_classifier)
-    except ValueError as e:
-        raise CheckpointError(str(e))
-
-
-def restorer(checkpoint=None, keras_weights=None, why=''):
-    """fn(sess, variables) filling a model's variables from a checkpoint, or else from a Keras
-    DenseNet .h5; either is checked against the graph first (CheckpointError if it does not
-    fit; `why` as in `check_compatible`)."""
-    from models.keras_import import assign
-
-    def restore(sess, variables):
-        if checkpoint:
-            check_compatible(checkpoint, variables, why)
-            tf.train.Saver(variables).restore(sess, checkpoint)
-        else:
-            pairs, _ = keras_weights_for(keras_weights, variables)
-            sess.run(tf.variables_initializer(variables))
-            assign(sess, pairs)
-    return restore

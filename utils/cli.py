@@ -4,9 +4,9 @@ import os
 import sys
 import traceback
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from utils.log import LOG
 
-LOG = logging.getLogger('densenet')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 def run_main(parse_args, run, argv=None):
@@ -34,14 +34,13 @@ def _run_main(parse_args, run, argv):
         return e.code or 0
     setup_logging(args.debug)
     from models.compat import tf
-    from utils.errors import Error
+    from utils.errors import Error, first_line
     try:
         run(args)
     except Error as e:
-        return _fail(e, str(e), args.debug)
+        return _fail(first_line(e), args.debug)
     except tf.errors.OpError as e:
-        return _fail(e, '%s (%s)' % (e.message.split('\n')[0].split('\t')[0].strip(),
-                                  type(e).__name__), args.debug)
+        return _fail('%s (%s)' % (first_line(e), type(e).__name__), args.debug)
     return 0
 
 
@@ -81,9 +80,8 @@ def _quiet_tensorflow():
     tf.logging.set_verbosity(tf.logging.ERROR)
 
 
-def _fail(error, message, debug):
+def _fail(message, debug):
     if debug:
         traceback.print_exc()
-    print('error: %s' % (message.splitlines()[0] if message.strip() else type(error).__name__),
-          file=sys.stderr)
+    print('error: %s' % message, file=sys.stderr)
     return 1

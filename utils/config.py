@@ -1,6 +1,6 @@
 """A run's two configurations: the model's (what `config.json` stores) and the training's.
 
-Both are frozen: the entry points build them once from flags (`utils.flags.resolve`) and nothing
+Both are frozen: the entry points build them once from flags (`utils.resolve`) and nothing
 completes them later. Library code takes them as arguments and reads no flags.
 """
 import dataclasses
@@ -129,15 +129,15 @@ class ModelConfig(object):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(object):
-    """How the model is trained. `batch_size` and `learning_rate` are per worker (the rate is
-    multiplied by the number of workers); `max_steps`, when set, replaces `train_epochs`;
+    """How the model is trained. `batch_size` and `learning_rate` are per worker (None: the
+    paper's rule, see `initial_learning_rate`); `max_steps`, when set, replaces `train_epochs`;
     `epochs_per_eval` 0 never evaluates during training; `inject_nan` (first batch, count) is a
     fault drill; `data_format` is the layout of the device that trains."""
     model_dir: str
     batch_size: int
     train_epochs: float
     epochs_per_eval: float
-    learning_rate: float
+    learning_rate: Optional[float]
     data_format: str
     efficient: Recomputation = Recomputation(every=1)
     fp16: bool = False
@@ -150,6 +150,13 @@ class TrainConfig(object):
     seed: Optional[int] = None
     init_from_keras: Optional[str] = None
     inject_nan: Optional[Tuple[int, int]] = None
+
+    def initial_learning_rate(self, workers=1):
+        """The learning rate of a step of `workers` x `batch_size` images: the per-worker rate,
+        by default 0.1 x batch/128 (linear scaling from the paper's 0.1), times the workers."""
+        per_worker = (0.1 * self.batch_size / 128.0 if self.learning_rate is None
+                      else self.learning_rate)
+        return per_worker * workers
 
     def steps_per_epoch(self, train_size, workers=1):
         return max(1, train_size // (self.batch_size * workers))

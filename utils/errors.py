@@ -20,3 +20,13 @@ class CheckpointError(Error):
 
 class TrainingError(Error):
     """Training cannot go on: a non-finite loss, a failing save, an unwritable model directory."""
+
+
+def first_line(error):
+    """The first line of `error`'s message (an OpError's own message, without the node listing
+    TensorFlow appends after a tab), or its type's name if it has none: errors from libraries
+    become one line of ours."""
+    message = getattr(error, 'message', None) or str(error)
+    lines = message.strip().splitlines()
+    first = lines[0].split('\t')[0].strip() if lines else ''
+    return first or type(error).__name__

@@ -3,7 +3,7 @@ eval.py's whole evaluation of a checkpoint (or of Keras weights)."""
 import collections
 
 from models.compat import tf
-from utils.checkpoints import restorer
+from utils.restore import restorer
 from utils.inference import inference
 
 

@@ -7,7 +7,7 @@ from tensorflow.python.framework import meta_graph
 
 from models.compat import tf
 from models.layers import CHANNELS_LAST
-from utils.checkpoints import restorer
+from utils.restore import restorer
 from utils.errors import UsageError
 from utils.inference import inference
 

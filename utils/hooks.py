@@ -1,7 +1,6 @@
 """The SessionRunHooks of the training loop: a clean stop on signals and on non-finite steps,
 a checkpoint saver whose failures stop training, progress output, and periodic evaluation."""
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -13,9 +12,8 @@ import numpy as np
 from models.compat import tf
 from utils import evaluation
 from utils.checkpoints import latest_checkpoint
-from utils.errors import TrainingError
-
-LOG = logging.getLogger('densenet')
+from utils.errors import TrainingError, first_line
+from utils.log import LOG
 
 
 class StopSignals(object):
@@ -123,19 +121,33 @@ class GuardHook(tf.train.SessionRunHook):
 
 class CheckpointSaver(tf.train.CheckpointSaverHook):
     """The standard saver (every `steps` and at the end) whose failures stop training with a
-    one-line TrainingError instead of a traceback, or of training on without checkpoints."""
+    one-line TrainingError instead of a traceback, or of training on without checkpoints; and
+    which writes no graph.pbtxt, a text copy of the graph: for the deep graphs (hundreds of
+    thousands of ops) Python's protobuf text format takes minutes and gigabytes, and
+    TensorBoard reads the graph from the events file."""
 
     def __init__(self, model_dir, steps, scaffold):
         super(CheckpointSaver, self).__init__(model_dir, save_steps=steps, scaffold=scaffold)
+
+    def after_create_session(self, session, coord):
+        # The standard hook's, but for graph.pbtxt (TF 1.15 has no save_graph_def=False).
+        global_step = session.run(self._global_step_tensor)
+        graph = tf.get_default_graph()
+        saver = self._get_saver()
+        self._summary_writer.add_graph(graph)
+        self._summary_writer.add_meta_graph(tf.train.export_meta_graph(
+            graph_def=graph.as_graph_def(add_shapes=True),
+            saver_def=saver.saver_def if saver else None))
+        self._save(session, global_step)  # the state at `global_step`
+        self._timer.update_last_triggered_step(global_step)
 
     def _save(self, session, step):
         try:
             return super(CheckpointSaver, self)._save(session, step)
         except (tf.errors.OpError, OSError, ValueError) as e:
-            message = getattr(e, 'message', None) or str(e)
             raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
                                 'stopping. Last complete checkpoint: %s' % (
-                                    step, self._checkpoint_dir, message.splitlines()[0],
+                                    step, self._checkpoint_dir, first_line(e),
                                     latest_checkpoint(self._checkpoint_dir, report=False)))
 
 

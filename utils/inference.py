@@ -18,8 +18,15 @@ def inference(images, dataset, model, training, data_format, fp16=False, efficie
         x = tf.transpose(x, [0, 3, 1, 2])
     if fp16:
         x = tf.cast(x, tf.float16)
-    creator = models.create(model.model, x, model.num_classes, depth=model.depth,
-                            growth_rate=model.growth_rate, data_format=data_format,
-                            efficient=efficient, dropout_rate=dropout_rate, training=training,
-                            mfm_transitions=model.mfm_transitions, mfm_layers=model.mfm_layers)
-    return creator(), creator
+    network = creator(model, x, data_format, efficient=efficient, dropout_rate=dropout_rate,
+                      training=training)
+    return network(), network
+
+
+def creator(model, images, data_format, **kwargs):
+    """The `models.DenseNetCreator` of `model` (a ModelConfig) on `images`, laid out as
+    `data_format`; `kwargs` as the creator takes them (efficient, dropout_rate, training)."""
+    return models.create(model.model, images, model.num_classes, depth=model.depth,
+                         growth_rate=model.growth_rate, data_format=data_format,
+                         mfm_transitions=model.mfm_transitions, mfm_layers=model.mfm_layers,
+                         **kwargs)

@@ -84,8 +84,7 @@ def training_graph(images, labels, dataset, model, config, last_step, distributi
     accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                labels), tf.float32))
     global_step = tf.train.get_or_create_global_step()
-    # The learning rate grows with the number of workers (the global batch).
-    rate = learning_rate(global_step, config.learning_rate * distribution.size, last_step)
+    rate = learning_rate(global_step, config.initial_learning_rate(distribution.size), last_step)
     optimizer = distribution.optimizer(
         tf.train.MomentumOptimizer(rate, config.momentum, use_nesterov=True), config.fp16)
     scale = DynamicLossScale() if config.fp16 else None

@@ -6,7 +6,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from models.compat import tf
-from utils.errors import UsageError
+from utils.errors import UsageError, first_line
 from utils.export import INPUT, LOGITS, PROBABILITIES
 
 
@@ -25,9 +25,8 @@ class Predictor(object):
             with self.graph.as_default():
                 tf.import_graph_def(graph_def, name='')
         except (ValueError, TypeError, tf.errors.OpError) as e:
-            message = getattr(e, 'message', None) or str(e)
             raise UsageError('%s: not a graph this TensorFlow can run (%s)' % (
-                path, message.strip().splitlines()[0]))
+                path, first_line(e)))
         names = set(op.name for op in self.graph.get_operations())
         missing = [n for n in (INPUT, LOGITS, PROBABILITIES) if n not in names]
         if missing:
@@ -73,7 +72,7 @@ def _run_on(sess, image, path, value):
         return sess.run(image, {path: value})
     except tf.errors.OpError as e:
         raise UsageError('%s: not a readable PNG, JPEG, GIF or BMP image (%s)' % (
-            value, e.message.strip().splitlines()[0]))
+            value, first_line(e)))
 
 
 @contextlib.contextmanager

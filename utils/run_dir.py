@@ -12,9 +12,9 @@ from utils import checkpoints
 from utils.errors import TrainingError
 
 LOCK_FILE = 'train.lock'
-# The first save writes the meta graph, graph.pbtxt (~2x the binary graph) and an events file
-# holding the graph again (~4x); each later checkpoint has its own meta graph.
-GRAPH_COPIES = 8
+# The first save writes the meta graph and an events file holding the graph twice (the graph and
+# the meta graph, with shapes: ~4x); each later checkpoint has its own meta graph.
+GRAPH_COPIES = 6
 
 
 def check_not_in_use(model_dir):

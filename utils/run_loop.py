@@ -4,15 +4,13 @@ The graph comes from `utils.optimizer` (as in the Estimator model_fn),
 the hooks from `utils.hooks`, distribution from `utils.distribution`.
 """
 import contextlib
-import logging
 
 from models import SCOPE
 from models.compat import tf
 from utils import distribution, hooks, optimizer, run_dir
-from utils.checkpoints import (check_compatible, checkpoint_step, keras_weights_for,
-                               latest_checkpoint)
-
-LOG = logging.getLogger('densenet')
+from utils.checkpoints import check_compatible, checkpoint_step, latest_checkpoint
+from utils.log import LOG
+from utils.restore import keras_init_fn
 
 # Under --fp16 an overflowing step is skipped and the loss scale halves; this many in a row
 # (the scale has long reached 1 by then) means the run itself has gone non-finite.
@@ -45,7 +43,7 @@ def train(dataset, model, config, extra_hooks=()):
         all_hooks = ([tf.train.StopAtStepHook(last_step=last_step), guard] + dist.hooks() +
                      list(extra_hooks))
         # Rank 0 loads the Keras weights of a new run; Horovod's broadcast hook copies them.
-        init_fn = _keras_init_fn(config.init_from_keras) if (
+        init_fn = keras_init_fn(config.init_from_keras) if (
             config.init_from_keras and dist.is_chief and not start) else None
         if dist.is_chief:
             all_hooks += _chief_hooks(dataset, model, config, step, start, last_step, dist)
@@ -123,17 +121,3 @@ def _poison(images, first, count):
         n = seen.assign_add(1)
     bad = tf.logical_and(n >= first, n < first + count)
     return images + tf.where(bad, float('nan'), 0.0)
-
-
-def _keras_init_fn(path):
-    """A Scaffold init_fn (it runs only when no checkpoint was restored) that loads a Keras
-    DenseNet .h5; a classifier of another class count keeps its fresh initialisation. The file
-    is read and checked against the graph here, before anything is written to --model_dir."""
-    from models.keras_import import assign
-    pairs, skipped = keras_weights_for(path, tf.global_variables(), new_classifier=True)
-
-    def init_fn(scaffold, sess):
-        assign(sess, pairs)
-        LOG.info('initialised from %s%s', path, ' (new classifier: %s)' % ', '.join(
-            '%s %s' % (v.op.name, v.shape.as_list()) for v in skipped) if skipped else '')
-    return init_fn

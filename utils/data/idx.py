@@ -1,4 +1,4 @@
-"""Reader of the IDX files MNIST and Fashion-MNIST ship in (gzipped or not), with every check a
+"""MNIST and Fashion-MNIST from the IDX files they ship in (gzipped or not), with every check a
 damaged or foreign file fails: magic number, shape, length, and images matching labels.
 
 An IDX file is a big-endian header (two zero bytes, a type byte, the number of dimensions, then
@@ -12,6 +12,8 @@ import zlib
 
 import numpy as np
 
+from models.compat import tf
+from utils.data.base import Dataset, check_labels, from_arrays, shift
 from utils.errors import DataError
 
 UBYTE = 0x08
@@ -76,3 +78,60 @@ def read_split(directory, images_name, labels_name, image_size):
     if len(labels) == 0:
         raise DataError('%s: no images' % paths[0])
     return images[..., None], labels, paths[1]
+
+
+class IdxDataset(Dataset):
+    """A 28x28 grey, 10-class dataset in the four original IDX files (gzipped or not), read
+    and checked whole when the dataset is made, so a bad file stops a run before it writes."""
+    image_shape = (28, 28, 1)
+    num_classes = 10
+    train_size = 60000
+    test_size = 10000
+    FILES = {True: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+             False: ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+    SYSTEM_DIR = None  # where a system package installs the files, if one does
+    FLIP = False
+
+    def __init__(self, data_dir):
+        if not data_dir or not os.path.isdir(data_dir):
+            hint = (' or, on Debian/Ubuntu, apt-get install dataset-fashion-mnist'
+                    if self.SYSTEM_DIR else '')
+            raise DataError('%s: no %s data directory (get the files with: python train.py '
+                            '--dataset %s --data_dir DIR --download True%s)' % (
+                                data_dir or '(no --data_dir)', self.name, self.name, hint))
+        self.dir = data_dir
+        self._splits = {}
+        for training, names in self.FILES.items():
+            images, labels, labels_path = read_split(data_dir, *names, self.image_shape[0])
+            self._splits[training] = (images, check_labels(labels, self.num_classes,
+                                                           labels_path))
+        self.train_size = len(self._splits[True][1])
+        self.test_size = len(self._splits[False][1])
+
+    def _examples(self, training):
+        return from_arrays(*self._splits[training])
+
+    def _preprocess(self, image, training):
+        image = tf.cast(image, tf.float32)
+        if training:  # shift by up to two pixels; mirror only where that keeps the class
+            image = shift(image, 2)
+            if self.FLIP:
+                image = tf.image.random_flip_left_right(image)
+        return image
+
+
+class Mnist(IdxDataset):
+    """LeCun et al.'s handwritten digits: 60,000 training and 10,000 test images."""
+    name = 'mnist'
+    mean = [33.32]   # 0.1307 and 0.3081 of 255: the training images' statistics
+    std = [78.57]
+
+
+class FashionMnist(IdxDataset):
+    """Zalando's Fashion-MNIST (MIT licence): 10 kinds of clothing, MNIST's size and format.
+    Debian's dataset-fashion-mnist package installs it in SYSTEM_DIR."""
+    name = 'fashion_mnist'
+    mean = [72.94]   # 0.2860 and 0.3530 of 255: the training images' statistics
+    std = [90.02]
+    SYSTEM_DIR = '/usr/share/datasets/fashion-mnist'
+    FLIP = True   # clothes are left-right symmetric; digits are not

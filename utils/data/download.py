@@ -34,14 +34,13 @@ IDX_FILES = {
 }
 
 
-def download(name, data_dir=None, progress=True):
+def download(name, data_dir, progress=True):
     """Fetches dataset `name` (cifar10, cifar100, mnist, fashion_mnist) into `data_dir` unless it
-    is already there; returns the directory to read it from. By default that is data/ for CIFAR
-    (whose archives unpack into a directory of their own) and data/NAME for the IDX datasets,
-    whose files have the same names in MNIST and Fashion-MNIST."""
+    is already there; returns the directory to read it from (CIFAR's archive unpacks into a
+    directory of its own inside `data_dir`)."""
     if name in ARCHIVES:
-        return download_cifar(name, data_dir or 'data', progress=progress)
-    return download_idx(name, data_dir or os.path.join('data', name), progress=progress)
+        return download_cifar(name, data_dir, progress=progress)
+    return download_idx(name, data_dir, progress=progress)
 
 
 def download_idx(name, data_dir, base_urls=None, md5s=None, progress=True):
