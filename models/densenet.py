@@ -6,10 +6,10 @@ import dataclasses
 import numbers
 from typing import Tuple
 
-from models import compat
 from models import layers as L
 from models import shared
 from models.compat import tf
+from models import recompute as R
 
 SCOPE = 'densenet'
 
@@ -139,7 +139,7 @@ class DenseNetCreator(object):
                 self.dropout_seed = L.new_dropout_seed()
             x = self._apply('stem', self._stem, [self.img_input], self.plan.stem)
             if self.plan.shared:
-                x = self._shared_blocks(x)
+                x = shared.blocks(self, x)
             else:
                 x = self._blocks(x)
             self.update_ops = tf.get_collection(tf.GraphKeys.UPDATE_OPS)[updates_before:]
@@ -160,7 +160,7 @@ class DenseNetCreator(object):
                     layer_index += 1
                     inputs = list(features)
                     if self.dropout_seed is not None:
-                        inputs.append(self._layer_seed(layer_index))
+                        inputs.append(self.layer_seed(layer_index))
                     recompute = self.plan.layer(block, layer)
                     outputs = self._apply('denselayer%d' % (layer + 1),
                                           self._dense_layer_body(block, recompute), inputs,
@@ -175,109 +175,16 @@ class DenseNetCreator(object):
         return self._apply('final', self._head, features,
                            self.plan.final(self.nb_dense_block))
 
-    def _layer_seed(self, layer_index):
+    def layer_seed(self, layer_index):
+        """The dropout seed of dense layer `layer_index` (1-based, counted over all blocks)."""
         return self.dropout_seed + tf.constant([0, layer_index], tf.int64)
-
-    # -- efficient='shared' --------------------------------------------------------------------
-
-    def _shared_blocks(self, x):
-        """`_blocks` without concatenations: every feature map's batch statistics are computed
-        once, where it is produced, and each consumer is a `shared.consume` custom gradient."""
-        layer_index = 0
-        for block in range(self.nb_dense_block):
-            features, stats = [x], [shared.moments(x, self.data_format)]
-            with tf.variable_scope('denseblock%d' % (block + 1)):
-                for layer in range(self.nb_layers[block]):
-                    layer_index += 1
-                    with tf.variable_scope('denselayer%d' % (layer + 1)):
-                        self.recomputed.append(tf.get_variable_scope().name)
-                        new, features = self._shared_dense_layer(
-                            features, stats, block in self.mfm_layers, layer_index)
-                    features.append(new)
-                    stats.append(shared.moments(new, self.data_format))
-            if block == self.nb_dense_block - 1:
-                break
-            with tf.variable_scope('transition%d' % (block + 1)):
-                self.recomputed.append(tf.get_variable_scope().name)
-                gamma, beta = self._shared_norm(features, stats, 'norm')
-                width = self._width(features)
-                kernel = self._kernel('conv', 1, width, int(width * self.compression))
-                x, = shared.consume(features, stats, gamma, beta, kernel,
-                                    self._groups(features), self.data_format, pool=True)
-        with tf.variable_scope('final'):
-            self.recomputed.append(tf.get_variable_scope().name)
-            gamma, beta = self._shared_norm(features, stats, 'final_norm')
-            x, = shared.consume(features, stats, gamma, beta, None, self._groups(features),
-                                self.data_format)
-        return x
-
-    def _shared_dense_layer(self, features, stats, mfm, layer_index):
-        """(new feature map, the earlier ones passed through) of one dense layer: norm1 and the
-        first convolution chunk by chunk, the rest (the bottleneck's norm2, activation and 3x3
-        convolution, dropout) as the tail of the same custom gradient."""
-        gamma, beta = self._shared_norm(features, stats, 'norm1')
-        width = self._width(features)
-        k = self.growth_rate
-        kernel = self._kernel('conv1', 1 if self.bottleneck else 3, width,
-                              4 * k if self.bottleneck else k)
-        tail_args = []
-        if self.bottleneck:
-            gamma2, beta2, moving_mean2, moving_variance2 = L.bn_variables(
-                4 * k, 'norm2', features[0].dtype, self.trainable)
-            tail_args = [gamma2, beta2, self._kernel('conv2', 3, 2 * k if mfm else 4 * k, k)]
-        if self.dropout_seed is not None:
-            tail_args.append(self._layer_seed(layer_index))
-        fmt = self.data_format
-
-        def tail(x, *args):
-            statistics = []
-            if self.bottleneck:
-                x, mean, variance = L.normalize_batch(x, args[0], args[1], fmt)
-                statistics = [mean, variance]
-                x = L.max_feature_map(x, fmt) if mfm else tf.nn.relu(x)
-                x = shared.conv2d(x, args[2], fmt)
-            if self.dropout_seed is not None:
-                x = L.dropout(x, self.dropout_rate, args[-1])
-            return [x] + statistics
-
-        outputs = shared.consume(features, stats, gamma, beta, kernel, self._groups(features),
-                                 fmt, tail=tail if tail_args else None, tail_args=tail_args,
-                                 passthrough=True)
-        if self.bottleneck:
-            L.update_moving_averages(moving_mean2, moving_variance2, outputs[1], outputs[2])
-        return outputs[0], outputs[-len(features):]
-
-    def _shared_norm(self, features, stats, name):
-        """gamma and beta of a consumer's batch norm over the concatenated `features`, whose
-        moving averages take the features' shared statistics (once per step)."""
-        width = self._width(features)
-        gamma, beta, moving_mean, moving_variance = L.bn_variables(
-            width, name, features[0].dtype, self.trainable)
-        mean = shared.concat([m for m, _ in stats], 0)
-        variance = shared.concat([v for _, v in stats], 0)
-        L.update_moving_averages(moving_mean, moving_variance, mean,
-                                 variance * L.unbiased_factor(features[0], self.data_format))
-        return gamma, beta
-
-    def _kernel(self, name, size, in_channels, filters):
-        """The kernel `L.conv2d` would create as `name`: same name, shape and initialiser."""
-        with tf.variable_scope(name):
-            return tf.get_variable('kernel', [size, size, in_channels, filters],
-                                   self.img_input.dtype, tf.initializers.he_normal(),
-                                   trainable=self.trainable)
-
-    def _width(self, features):
-        return sum(int(f.shape[L.channel_axis(self.data_format)]) for f in features)
-
-    def _groups(self, features):
-        return shared.groups_of(len(features), shared.CHUNK_LAYERS)
 
     def _apply(self, scope, body, inputs, recompute):
         """Runs `body(inputs, is_recomputing)` in `scope`, recomputed in back-prop if asked."""
         with tf.variable_scope(scope):
             if recompute:
                 self.recomputed.append(tf.get_variable_scope().name)
-                return compat.recompute(body, len(inputs))(*inputs)
+                return R.recompute(body, len(inputs))(*inputs)
             return body(inputs, False)
 
     def _bn_relu(self, x, name, is_recomputing, mfm=False):
@@ -408,10 +315,6 @@ class Recomputation(object):
         if bad:
             raise ValueError('efficient=%r: block %d is out of range (1..%d)' % (
                 str(self), bad[0], nb_dense_block))
-
-    @property
-    def any(self):
-        return bool(self.every or self.blocks or self.shared)
 
     @property
     def stem(self):

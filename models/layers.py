@@ -1,10 +1,14 @@
 """Building blocks shared by every DenseNet variant: batch norm, convolution, dropout and fp32
-master weights (the recomputation wrapper is `models.compat.recompute`).
+master weights (the recomputation wrapper is `models.recompute`).
 
 Batch norm is written here (on `tf.nn.fused_batch_norm`) instead of taken from `tf.layers` so that a
 recomputed layer can normalise with batch statistics again without registering a second set of
 moving-average updates: the caller says whether this call may update the statistics.
 """
+import weakref
+
+import numpy as np
+
 from models import compat
 from models.compat import tf
 
@@ -32,21 +36,45 @@ def nn_format(data_format):
 
 def per_channel(v, data_format):
     """A [C] vector shaped to broadcast over the channel axis of a 4-D tensor."""
-    return tf.reshape(v, [1, -1, 1, 1] if data_format == CHANNELS_FIRST else [1, 1, 1, -1])
+    if data_format == CHANNELS_LAST:
+        return v  # broadcasts over the last axis as it is
+    return tf.reshape(v, constant([1, -1, 1, 1]))
+
+
+_CONSTANTS = weakref.WeakKeyDictionary()  # graph -> {(dtype, value): tensor}
+
+
+def constant(value, dtype=tf.int32):
+    """One Const op per graph for each value (shapes, axes, offsets): the deep graphs of
+    `models.shared` would otherwise hold thousands of copies of the same few."""
+    cache = _CONSTANTS.setdefault(tf.get_default_graph(), {})
+    key = (dtype, repr(value))
+    if key not in cache:
+        with tf.control_dependencies(None), tf.name_scope('constants/'):
+            cache[key] = tf.constant(value, dtype)
+    return cache[key]
 
 
 def values_per_channel(x, data_format):
-    """n, the number of values per channel of x, in the statistics' dtype."""
-    n = tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[channel_axis(data_format)], tf.int64)
+    """n, the number of values per channel of x: a Python float where x's shape is known (no
+    ops), else a tensor in the statistics' dtype."""
+    axis = channel_axis(data_format)
+    if x.shape.is_fully_defined():
+        shape = x.shape.as_list()
+        return float(np.prod(shape) // shape[axis])
+    n = tf.size(x, out_type=tf.int64) // tf.cast(tf.shape(x)[axis], tf.int64)
     return tf.cast(n, stats_dtype(x.dtype))
 
 
-def default_data_format():
-    """`channels_first` where a GPU is visible, else `channels_last` (TF 1.15 has no NCHW CPU conv).
+def default_data_format(gpu=None):
+    """`channels_first` on a GPU, else `channels_last` (TF 1.15 has no NCHW CPU convolution).
 
-    Asks which devices exist without creating one, so no GPU memory is taken here.
+    `gpu` None asks whether this process sees one, without creating a device (so no GPU memory
+    is taken here).
     """
-    return CHANNELS_FIRST if compat.gpu_available() else CHANNELS_LAST
+    if gpu is None:
+        gpu = compat.gpu_available()
+    return CHANNELS_FIRST if gpu else CHANNELS_LAST
 
 
 def max_feature_map(x, data_format, name='mfm'):
@@ -136,6 +164,8 @@ def scale_and_shift(x, mean, variance, gamma, beta, data_format):
 def unbiased_factor(x, data_format):
     """n / (n - 1) for the n values per channel of x (1 when n is 1), as fused batch norm."""
     n = values_per_channel(x, data_format)
+    if isinstance(n, float):
+        return n / max(n - 1.0, 1.0)
     return n / tf.maximum(n - 1, 1)
 
 

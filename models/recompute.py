@@ -1,0 +1,69 @@
+"""Recomputation: a function's intermediate results are not kept for the backward pass but
+computed again there, just before they are needed. This is what makes `efficient=True` linear in
+depth (see `DenseNetCreator._dense_layer` for what the recomputed function must contain).
+
+TF 1.15 recomputes with `tf.contrib.layers.recompute_grad` (the product's documented method);
+TF 2.x has no contrib, and its own `tf.recompute_grad` saves no memory in graph mode, so there
+`_recompute_grad` below does the same with `tf.custom_gradient`. `models.compat` says which.
+"""
+from models import compat
+from models.compat import tf
+
+
+def recompute(body, num_inputs):
+    """`body(inputs, is_recomputing)`, a function of a list of `num_inputs` tensors, as a
+    function of those tensors whose intermediate results are not kept for the backward pass
+    but recomputed there, with `is_recomputing=True` (batch norm then leaves its moving
+    averages alone, so that they update once per step).
+
+    contrib's `recompute_grad` tells a function it is being recomputed only if `is_recomputing`
+    is among its named positional parameters, which a function taking `*inputs` has not: the
+    wrapper declares a fixed signature `(x0, ..., xN-1, is_recomputing=False)` so that it does.
+    """
+    contrib_recompute_grad = compat.contrib_recompute_grad()
+    if contrib_recompute_grad is None:
+        return lambda *inputs: _recompute_grad(body, inputs)
+    from tensorflow.python.util import tf_decorator, tf_inspect
+
+    def wrapper(*inputs, **kwargs):
+        return body(list(inputs), kwargs.get('is_recomputing', False))
+
+    names = ['x%d' % i for i in range(num_inputs)] + ['is_recomputing']
+    spec = tf_inspect.ArgSpec(args=names, varargs=None, keywords=None, defaults=(False,))
+    tf_decorator.make_decorator(body, wrapper, decorator_name='recompute',
+                                decorator_argspec=spec)
+    return contrib_recompute_grad(wrapper)
+
+
+def _recompute_grad(body, inputs):
+    """`tf.contrib.layers.recompute_grad`'s method, with `tf.custom_gradient`.
+
+    The gradient function copies the inputs (identities), then calls `body` again under a control
+    dependency on the output gradients, so that the recomputation cannot run before the
+    backward pass reaches it; it re-enters the forward pass's variable scope with reuse, and
+    differentiates the recomputed outputs. (`tf.recompute_grad` of 2.x holds the recomputation
+    back with a `where(x == x, 0, nan)` data dependency that graph mode folds into a constant:
+    every recomputation runs early and stays alive, and nothing is saved.)
+    """
+    scope = tf.get_variable_scope()
+
+    @tf.custom_gradient
+    def forward(*args):
+        outputs = body(list(args), False)
+
+        def backward(*output_grads, variables=None):
+            variables = list(variables or [])
+            copies = [tf.identity(x) for x in args]
+            with tf.control_dependencies([g for g in output_grads if g is not None]):
+                with tf.variable_scope(scope, reuse=True):
+                    recomputed = body(copies, True)
+            recomputed = list(recomputed) if isinstance(recomputed, (list, tuple)) else [
+                recomputed]
+            grads = tf.gradients(recomputed, copies + variables, list(output_grads))
+            return grads[:len(copies)], grads[len(copies):]
+
+        # custom_gradient passes `variables` (the trainable ones the forward pass read, sorted
+        # by name) to a function whose signature names it, and only if there are any.
+        return outputs, backward
+
+    return forward(*inputs)
