@@ -1,22 +1,27 @@
-"""Peak training memory, step time and graph build time versus depth: naive, efficient (True),
-shared, partial recomputation, tf.keras.
+"""Peak training memory, step time, graph size and build time of DenseNets: naive, efficient=True
+and efficient='shared', from DenseNet-BC-40 to the paper's deepest models.
 
-    python -m benchmarks.memory                       # DenseNet-BC k=12, L=40..280, batch 64, 32x32
-    python -m benchmarks.memory --quick               # tiny sizes, about a minute
-    python -m benchmarks.memory --budget_gb 2         # deepest BC and largest batch within 2 GB
+    python -m benchmarks.memory                        # DenseNet-BC k=12, b64, 32x32, L=40..250
+    python -m benchmarks.memory --depths 100 --wide 250:24 190:40 --imagenet 264:48
+    python -m benchmarks.memory --budget_gb 12         # deepest BC-k12 and largest batch in 12 GiB
+    python -m benchmarks.memory --quick                # tiny sizes: a check of the code
 
-For each depth it builds one training step (Nesterov SGD) naive, efficient=True and
-efficient='shared' (timing the graph construction, gradients included), warms up, replays a
-traced step's allocation records for the peak bytes the step allocates on top of the variables
-(utils.memory, on CPU or GPU), and times the median of --steps untraced steps. It
-writes memory.csv and memory.png to --out, prints a table and the log-log slope of each mode's
-peak over depth (2 is quadratic, 1 linear), then partial-recomputation settings at one depth and
-our DenseNet-121 against tf.keras.applications.DenseNet121 at the same batch and input size.
+Every measurement runs in a fresh process of its own (nothing one leaves behind adds to the
+next, and each reports its own peak resident memory): it builds one Nesterov-SGD training step
+(timing the construction, gradients included, and counting its ops), runs a warm-up step, then
+a step whose peak is read from TensorFlow's BFC allocator statistics (`benchmarks.peak`; the
+bytes allocated on top of the variables), then times the median of --steps more. A step that
+does not fit the allocator's limit (--limit_gb, or --budget_gb for the search) is reported as
+such. It prints markdown tables, the log-log slope of each mode's peak over depth (2 is
+quadratic, 1 linear), and writes memory.csv and memory.png to --out.
 """
 import argparse
+import contextlib
 import csv
+import dataclasses
 import multiprocessing
 import os
+import resource
 import sys
 import time
 
@@ -24,110 +29,139 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import models  # noqa: E402
-from models import compat  # noqa: E402
-from models.compat import tf  # noqa: E402
-from utils import memory  # noqa: E402
 
 MIB = 2.0 ** 20
-CSV_FIELDS = ('model', 'depth', 'setting', 'batch', 'image_size', 'params', 'variables_mib',
-              'peak_mib', 'step_s', 'build_s', 'tensorflow')
-SETTINGS = ((False, 'naive'), (True, 'efficient'), ('shared', 'shared'))
-BC_HEADER = ('depth', 'params', 'naive MiB', 'efficient MiB', 'shared MiB', 'efficient/naive',
-             'shared/naive', 'naive s/step', 'efficient s/step', 'shared s/step',
-             'build s (naive/eff./shared)')
-QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=2, partial_depth=28,
-             keras_batch=2, keras_image_size=32, budget_max_depth=28, budget_max_batch=16)
+MODES = ('naive', 'efficient', 'shared')
+SETTINGS = {'naive': False, 'efficient': True, 'shared': 'shared'}
+CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'status',
+              'params', 'variables_mib', 'peak_mib', 'step_s', 'build_s', 'ops', 'rss_mib',
+              'tensorflow')
+QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=1, wide=['16:24'],
+             imagenet=[], partial=['every=2'], partial_depth=28, keras=1, keras_batch=2,
+             keras_image_size=32, budget_depth=16, budget_from=16, budget_max_depth=40,
+             budget_max_batch=16)
 
 
-def _densenet_bc(depth, growth_rate, setting):
-    def build(images, classes):
-        return models.densenet_bc(images, classes, depth=depth, growth_rate=growth_rate,
-                                  efficient=setting, data_format='channels_last')()
-    return build
+@dataclasses.dataclass(frozen=True)
+class Case(object):
+    """One measurement: a model ('densenet_bc', 'densenet_imagenet' with `depth` layers, or
+    'keras_densenet121'), its growth rate, `setting` (a mode of MODES or a partial setting such
+    as 'every=2'), batch, input size, and how many steps to time (0: the peak only)."""
+    model: str
+    depth: int
+    growth_rate: int
+    setting: str
+    batch: int
+    image_size: int
+    steps: int
+    classes: int = 10
 
 
-def _densenet121(setting):
-    def build(images, classes):
-        return models.densenet121(images, classes, efficient=setting,
-                                  data_format='channels_last')()
-    return build
-
-
-def _keras_densenet121(images, classes):
-    """tf.keras.applications' DenseNet-121 as users would train it; returns its logits."""
-    tf.keras.backend.set_learning_phase(1)
-    model = tf.keras.applications.DenseNet121(weights=None, input_tensor=images, classes=classes)
-    for update in model.updates:
-        tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
-    return model.layers[-1].output.op.inputs[0]  # the logits under the classifier's softmax
-
-
-def measure(build, batch_size, image_size, steps, classes=10):
-    """dict(params, variables_mib, peak_mib, step_s, build_s) of one training step of
-    `build`'s model; build_s is the graph construction, gradients and optimizer included.
-
-    `steps=0` skips timing (step_s is None): the budget search only needs the peak. Each
-    measurement runs in a child process of its own (forked: `build` may be a closure), so that
-    nothing one leaves behind (graphs, sessions, freed memory the process keeps) adds to the
-    next: in one process, the naive BC-220 step after BC-160's three settings ran out of 24 GiB.
-    """
-    context = multiprocessing.get_context('fork')
+def measure(case, limit_gb):
+    """The measurement dict of `case` (see `_measure`), in a fresh process whose CPU allocator
+    is a BFC allocator holding at most `limit_gb` GiB; its status says 'out of memory' where
+    the step did not fit (or the kernel killed the process), else 'ok'."""
+    context = multiprocessing.get_context('spawn')
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_measure_in_child,
-                            args=(sender, build, batch_size, image_size, steps, classes))
-    child.start()
+    child = context.Process(target=_measure_in_child, args=(sender, case))
+    with _environment(TF_CPU_ALLOCATOR_USE_BFC='true',
+                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024))):
+        child.start()  # a spawned child takes the environment as it is now
     sender.close()
     try:
         result = receiver.recv()
-    except EOFError:
-        result = None
+    except EOFError:  # killed (the kernel's OOM killer) before it could report
+        result = dict(status='out of memory' if child.exitcode in (None, -9) else
+                      'failed (exit code %s)' % child.exitcode)
     child.join()
-    if not isinstance(result, dict):
-        raise RuntimeError('the measurement process %s (exit code %s)' % (
-            'failed: %s' % result if result else 'died, out of memory?', child.exitcode))
     return result
 
 
-def _measure_in_child(sender, *args):
+@contextlib.contextmanager
+def _environment(**variables):
+    """os.environ with `variables` set, for the duration (this process's TensorFlow, already
+    started, is not affected; the processes started meanwhile are)."""
+    saved = dict((name, os.environ.get(name)) for name in variables)
+    os.environ.update(variables)
     try:
-        sender.send(_measure(*args))
-    except Exception as e:  # reported by the parent
-        sender.send('%s: %s' % (type(e).__name__, e))
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
-def _measure(build, batch_size, image_size, steps, classes):
-    with tf.Graph().as_default():
+def _measure_in_child(sender, case):
+    from models.compat import tf
+    try:
+        result = _measure(case)
+    except tf.errors.ResourceExhaustedError:
+        result = dict(status='out of memory')
+    except Exception as e:  # reported in the table, not a crash of the whole run
+        result = dict(status='failed: %s: %s' % (type(e).__name__, str(e).splitlines()[0]))
+    sender.send(result)
+
+
+def _measure(case):
+    """dict(params, variables_mib, peak_mib, step_s, build_s, ops, rss_mib, status,
+    tensorflow) of one training step of `case`, in this process."""
+    import models
+    from benchmarks import peak
+    from models import compat
+    from models.compat import tf
+    with tf.Graph().as_default() as graph:
         rng = np.random.RandomState(0)
-        images = tf.constant(rng.uniform(0, 1, (batch_size, image_size, image_size, 3))
+        images = tf.constant(rng.uniform(0, 1, (case.batch, case.image_size, case.image_size, 3))
                              .astype(np.float32))
-        labels = tf.constant(rng.randint(0, classes, batch_size).astype(np.int32))
+        labels = tf.constant(rng.randint(0, case.classes, case.batch).astype(np.int32))
         start = time.time()
-        loss = tf.losses.sparse_softmax_cross_entropy(labels, build(images, classes))
+        loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images))
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             train = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss)
-        build_s = time.time() - start
+        build_s, ops = time.time() - start, len(graph.get_operations())
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
                         for v in tf.global_variables())
+        stats = peak.AllocatorStats()
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            sess.run(train)  # warm-up: one-off allocations and autotuning
-            peak = memory.peak_bytes(sess, train)
+            sess.run(train)  # warm-up: one-off allocations
+            peak_bytes = peak.peak_bytes(sess, train, stats) if case.steps else None
             times = []
-            for _ in range(steps):
+            for _ in range(case.steps):
                 start = time.time()
                 sess.run(train)
                 times.append(time.time() - start)
-    tf.keras.backend.clear_session()
-    return dict(params=params, variables_mib=variables / MIB, peak_mib=peak / MIB,
-                step_s=float(np.median(times)) if times else None, build_s=build_s)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    return dict(params=params, variables_mib=variables / MIB, status='ok', ops=ops,
+                peak_mib=None if peak_bytes is None else peak_bytes / MIB, build_s=build_s,
+                step_s=float(np.median(times)) if times else None, rss_mib=rss_mib,
+                tensorflow=compat.VERSION)
 
 
-def loglog_slope(depths, peaks):
-    """Exponent b of peak ~ depth^b, least squares over the measured depths."""
-    return float(np.polyfit(np.log(depths), np.log(peaks), 1)[0])
+def _logits(case, images):
+    import models
+    from models.compat import tf
+    if case.model == 'keras_densenet121':
+        tf.keras.backend.set_learning_phase(1)
+        model = tf.keras.applications.DenseNet121(weights=None, input_tensor=images,
+                                                  classes=case.classes)
+        for update in model.updates:
+            tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
+        return model.layers[-1].output.op.inputs[0]  # the logits under the softmax
+    setting = models.Recomputation.parse(SETTINGS.get(case.setting, case.setting))
+    if case.model == 'densenet_imagenet':
+        return models.densenet_imagenet(images, case.classes, layers=case.depth,
+                                        growth_rate=case.growth_rate, efficient=setting,
+                                        data_format='channels_last')()
+    return models.densenet_bc(images, case.classes, depth=case.depth,
+                              growth_rate=case.growth_rate, efficient=setting,
+                              data_format='channels_last')()
 
+
+# -- the searches ------------------------------------------------------------------------------
 
 def largest_fitting(fits, start, upper=None):
     """The largest integer n in [start, upper] with fits(n), assuming fits is monotone; 0 if none.
@@ -151,217 +185,290 @@ def largest_fitting(fits, start, upper=None):
     return low
 
 
-def budget(gb, growth_rate, batch_size, image_size, model_depth, setting, log,
-           max_depth=None, max_batch=None):
-    """(deepest DenseNet-BC at `batch_size`, largest batch of BC-`model_depth`) whose step
-    (variables, optimizer slots and peak allocations) fits in `gb` GiB, by measurement.
-    The search stops at `max_depth` / `max_batch` when given (the answer is then that cap)."""
-    limit = gb * 1024.0
+def budget(args, mode, log, run=measure):
+    """(deepest DenseNet-BC k=--growth_rate at --batch_size, largest batch of
+    BC---budget_depth) whose step fits an allocator capped at --budget_gb GiB, by measurement
+    (`run(case, limit_gb)`); the searches stop at --budget_max_depth / --budget_max_batch."""
+    def fits(depth, batch):
+        result = run(Case('densenet_bc', depth, args.growth_rate, mode, batch,
+                          args.image_size, 0), args.budget_gb)
+        log('  %s L=%d batch %d: %s' % (mode, depth, batch, 'fits' if result['status'] == 'ok'
+                                        else result['status']))
+        return result['status'] == 'ok'
 
-    def total_mib(build, batch):
-        result = measure(build, batch, image_size, steps=0)
-        return result['variables_mib'] + result['peak_mib']
-
-    def depth_fits(n):  # n layers per block: depth 6n + 4
-        used = total_mib(_densenet_bc(6 * n + 4, growth_rate, setting), batch_size)
-        log('  L=%d batch %d: %.1f MiB %s' % (6 * n + 4, batch_size, used,
-                                              'fits' if used <= limit else 'too big'))
-        return used <= limit
-
-    def batch_fits(batch):
-        used = total_mib(_densenet_bc(model_depth, growth_rate, setting), batch)
-        log('  L=%d batch %d: %.1f MiB %s' % (model_depth, batch, used,
-                                              'fits' if used <= limit else 'too big'))
-        return used <= limit
-
-    n = largest_fitting(depth_fits, 1, max_depth and (max_depth - 4) // 6)
-    return (6 * n + 4 if n else None), largest_fitting(batch_fits, 1, max_batch)
+    per_block = largest_fitting(lambda n: fits(6 * n + 4, args.batch_size),
+                                max(1, (args.budget_from - 4) // 6),
+                                args.budget_max_depth and (args.budget_max_depth - 4) // 6)
+    batch = largest_fitting(lambda b: fits(args.budget_depth, b), 1, args.budget_max_batch)
+    return (6 * per_block + 4 if per_block else None), batch
 
 
-def _setting_name(setting):
-    return str(models.Recomputation.parse(setting))
+def loglog_slope(depths, peaks):
+    """Exponent b of peak ~ depth^b, least squares over the measured depths."""
+    return float(np.polyfit(np.log(depths), np.log(peaks), 1)[0])
 
 
-def _write_plot(rows, path):
+# -- the measurements --------------------------------------------------------------------------
+
+def series(args, log, run=measure):
+    """DenseNet-BC k=--growth_rate at each of --depths in every mode; a mode that runs out of
+    memory at one depth is not tried deeper. Returns the rows."""
+    rows, gave_up = [], set()
+    log(_header('L', 'params'))
+    for depth in args.depths:
+        results = {}
+        for mode in MODES:
+            case = Case('densenet_bc', depth, args.growth_rate, mode, args.batch_size,
+                        args.image_size, args.steps)
+            results[mode] = (dict(status='not tried (ran out at a smaller depth)')
+                             if mode in gave_up else run(case, args.limit_gb))
+            if results[mode]['status'] != 'ok':
+                gave_up.add(mode)
+            rows.append(_row(case, results[mode]))
+        log(_line('%d' % depth, results))
+    for mode in MODES:
+        points = [(r['depth'], r['peak_mib']) for r in rows
+                  if r['setting'] == mode and r['status'] == 'ok']
+        if len(points) > 1:
+            log('%s: peak ~ depth^%.2f over L=%d..%d (log-log fit)' % (
+                mode, loglog_slope(*zip(*points)), points[0][0], points[-1][0]))
+    return rows
+
+
+def wide(args, log, run=measure):
+    """DenseNet-BC (L, k) of --wide ('250:24') at --batch_size in every mode."""
+    rows = []
+    log(_header('(L, k)', 'params'))
+    for spec in args.wide:
+        depth, growth = map(int, spec.split(':'))
+        results = {}
+        for mode in MODES:
+            case = Case('densenet_bc', depth, growth, mode, args.batch_size, args.image_size,
+                        args.steps)
+            results[mode] = run(case, args.limit_gb)
+            rows.append(_row(case, results[mode]))
+        log(_line('(%d, %d)' % (depth, growth), results))
+    return rows
+
+
+def imagenet(args, log, run=measure):
+    """ImageNet DenseNets of --imagenet ('264:48') at 224x224: each mode's largest batch (by
+    measurement, up to --imagenet_max_batch), then that batch measured with timing."""
+    rows = []
+    for spec in args.imagenet:
+        layers, growth = map(int, spec.split(':'))
+        log('DenseNet-%d k=%d, 224x224: the largest batch of each mode' % (layers, growth))
+        for mode in MODES:
+            def fits(batch):
+                result = run(Case('densenet_imagenet', layers, growth, mode, batch, 224, 0),
+                             args.limit_gb)
+                log('  %s batch %d: %s' % (mode, batch, result['status']))
+                return result['status'] == 'ok'
+            batch = largest_fitting(fits, 1, args.imagenet_max_batch)
+            if not batch:
+                continue
+            case = Case('densenet_imagenet', layers, growth, mode, batch, 224, args.steps)
+            result = run(case, args.limit_gb)
+            rows.append(_row(case, result))
+            log('  %s: batch %d, peak %s MiB (%s MiB per image), %s s/step, build %s s, '
+                '%s ops, RSS %s GiB' % (mode, batch, _f(result.get('peak_mib')),
+                                         _f(_per_image(result, batch)), _f(result.get('step_s'),
+                                                                           3),
+                                         _f(result.get('build_s'), 0), result.get('ops', '-'),
+                                         _f(_gib(result.get('rss_mib')), 2)))
+    return rows
+
+
+def partial(args, log, run=measure):
+    """Partial recomputation settings at --partial_depth, beside naive, True and shared."""
+    rows, base = [], None
+    log('Partial recomputation, DenseNet-BC-%d k=%d, batch %d:' % (
+        args.partial_depth, args.growth_rate, args.batch_size))
+    log('| efficient | peak MiB | of naive | s/step | vs naive |\n|---|---|---|---|---|')
+    for setting in ['naive'] + list(args.partial) + ['efficient', 'shared']:
+        case = Case('densenet_bc', args.partial_depth, args.growth_rate, setting,
+                    args.batch_size, args.image_size, args.steps)
+        result = run(case, args.limit_gb)
+        rows.append(_row(case, result))
+        base = base or result
+        log('| %s | %s | %s | %s | %s |' % (setting, _f(result.get('peak_mib')),
+                                           _ratio(result, base, 'peak_mib'),
+                                           _f(result.get('step_s'), 3),
+                                           _ratio(result, base, 'step_s')))
+    return rows
+
+
+def keras(args, log, run=measure):
+    """Our DenseNet-121 in every mode against tf.keras.applications.DenseNet121."""
+    rows, base = [], None
+    log('DenseNet-121, batch %d, %dx%d, 10 classes: ours vs tf.keras.applications' % (
+        args.keras_batch, args.keras_image_size, args.keras_image_size))
+    log('| model | params | peak MiB | of tf.keras | s/step | vs tf.keras | build s | ops |\n'
+        '|---|---|---|---|---|---|---|---|')
+    for model, setting in (('keras_densenet121', 'keras'),) + tuple(
+            ('densenet_imagenet', mode) for mode in MODES):
+        case = Case(model, 121, 32, setting, args.keras_batch, args.keras_image_size,
+                    args.steps)
+        result = run(case, args.limit_gb)
+        rows.append(_row(case, result))
+        base = base or result
+        log('| %s | %s | %s | %s | %s | %s | %s | %s |' % (
+            'tf.keras DenseNet121' if setting == 'keras' else 'ours, ' + setting,
+            format(result.get('params', 0), ','), _f(result.get('peak_mib')),
+            _ratio(result, base, 'peak_mib'), _f(result.get('step_s'), 3),
+            _ratio(result, base, 'step_s'), _f(result.get('build_s')), result.get('ops', '-')))
+    return rows
+
+
+# -- tables and files --------------------------------------------------------------------------
+
+def _header(first, second):
+    cells = [first, second, 'peak MiB n / e / s', 'e/n', 's/n', 's/step n / e / s',
+             'build s n / e / s', 'ops n / e / s', 'RSS GiB n / e / s']
+    return '| ' + ' | '.join(cells) + ' |\n|' + '---|' * len(cells)
+
+
+def _line(first, results):
+    """A table row of the three modes' results (n / e / s in each cell)."""
+    def modes(key, digits=1, scale=None):
+        return ' / '.join(_f(scale(results[m].get(key)) if scale else results[m].get(key),
+                             digits) for m in MODES)
+    params = next((r['params'] for r in results.values() if 'params' in r), None)
+    cells = [first, format(params, ',') if params else '-', modes('peak_mib'),
+             _ratio(results['efficient'], results['naive'], 'peak_mib'),
+             _ratio(results['shared'], results['naive'], 'peak_mib'), modes('step_s', 3),
+             modes('build_s', 0), modes('ops', 0), modes('rss_mib', 2, _gib)]
+    return '| ' + ' | '.join(cells) + ' |'
+
+
+def _f(value, digits=1):
+    return '-' if value is None else '%.*f' % (digits, value)
+
+
+def _gib(mib):
+    return None if mib is None else mib / 1024.0
+
+
+def _per_image(result, batch):
+    return None if result.get('peak_mib') is None else result['peak_mib'] / batch
+
+
+def _ratio(result, base, key):
+    if result.get(key) is None or base.get(key) is None:
+        return '-'
+    return '%.1f%%' % (100.0 * result[key] / base[key])
+
+
+def _row(case, result):
+    return dict(dataclasses.asdict(case), **result)
+
+
+def write_csv(rows, path):
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction='ignore')
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(dict((k, _csv_value(row.get(k))) for k in CSV_FIELDS))
+
+
+def _csv_value(value):
+    return '' if value is None else '%.4g' % value if isinstance(value, float) else value
+
+
+def write_plot(rows, path, title):
+    """Peak memory over depth (log-log) of the DenseNet-BC series, one line per mode."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    bc = [r for r in rows if r['model'] == 'densenet_bc']
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for setting, style in (('naive', 'o-'), ('efficient', 's-'), ('shared', 'd-')):
-        points = sorted((r['depth'], r['params'], r['peak_mib']) for r in bc
-                        if r['setting'] == setting)
-        if not points:
-            continue
-        depths, params, peaks = zip(*points)
-        axes[0].plot(depths, peaks, style, label=setting)
-        axes[1].plot(np.array(params) / 1e6, peaks, style, label=setting)
-    for r in bc:
-        if r['setting'] not in ('naive', 'efficient', 'shared'):
-            axes[0].plot([r['depth']], [r['peak_mib']], 'x', label=r['setting'])
-    batch, size = bc[0]['batch'], bc[0]['image_size']
-    axes[0].set_xlabel('depth L')
-    axes[1].set_xlabel('parameters (millions)')
-    for ax in axes:
-        ax.set_ylabel('peak training memory (MiB)')
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.suptitle('DenseNet-BC k=%s, batch %d, %dx%d: one training step, TensorFlow %s' % (
-        bc[0].get('growth_rate', 12), batch, size, size, compat.VERSION))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for mode, style in zip(MODES, ('o-', 's-', 'd-')):
+        points = sorted((r['depth'], r['peak_mib']) for r in rows if r['setting'] == mode and
+                        r['model'] == 'densenet_bc' and r.get('peak_mib'))
+        if points:
+            ax.plot(*zip(*points), style, label=mode)
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('depth L')
+    ax.set_ylabel('peak training memory of one step (MiB)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _row(model, depth, setting, batch, image_size, result):
-    return dict(model=model, depth=depth, setting=setting, batch=batch, image_size=image_size,
-                tensorflow=compat.VERSION, **result)
-
-
-def _print_table(header, lines):
-    """Markdown rows, after the header unless it is None (rows printed as they are measured)."""
-    if header:
-        print('| ' + ' | '.join(header) + ' |')
-        print('|' + '---|' * len(header))
-    for line in lines:
-        print('| ' + ' | '.join(line) + ' |', flush=True)
-
-
-def _fmt_time(seconds):
-    return '%.3f' % seconds if seconds is not None else '-'
-
-
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--depths', type=int, nargs='+', default=[40, 100, 160, 220, 280])
-    parser.add_argument('--batch_size', type=int, default=64)
+    parser.add_argument('--depths', type=int, nargs='*', default=[40, 100, 250])
     parser.add_argument('--growth_rate', type=int, default=12)
+    parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--image_size', type=int, default=32)
-    parser.add_argument('--steps', type=int, default=5, help='timed steps (median reported)')
-    parser.add_argument('--partial', nargs='*', default=['every=2', 'every=4', 'blocks=2,3'],
-                        help='partial recomputation settings to compare at --partial_depth')
+    parser.add_argument('--steps', type=int, default=3, help='timed steps (median reported)')
+    parser.add_argument('--wide', nargs='*', default=[], metavar='L:K',
+                        help='DenseNet-BC (L, k) pairs, e.g. 250:24 190:40')
+    parser.add_argument('--imagenet', nargs='*', default=[], metavar='L:K',
+                        help='ImageNet DenseNets at 224x224 and their largest batch, e.g. 264:48')
+    parser.add_argument('--imagenet_max_batch', type=int, default=256)
+    parser.add_argument('--partial', nargs='*', default=[],
+                        help='partial recomputation settings to compare, e.g. every=2 blocks=2,3')
     parser.add_argument('--partial_depth', type=int, default=100)
-    parser.add_argument('--keras', type=int, default=1, help='0 skips the tf.keras comparison')
+    parser.add_argument('--keras', type=int, default=0, help='1: DenseNet-121 against tf.keras')
     parser.add_argument('--keras_batch', type=int, default=32)
     parser.add_argument('--keras_image_size', type=int, default=64)
+    parser.add_argument('--limit_gb', type=float, default=_physical_gib() * 0.9,
+                        help='the allocator limit of every measurement (default: 90%% of RAM)')
     parser.add_argument('--budget_gb', type=float, default=None,
-                        help='also find the deepest BC and the largest batch fitting this size')
+                        help='the deepest BC and the largest batch whose step fits this limit')
     parser.add_argument('--budget_depth', type=int, default=100,
                         help='the BC depth whose largest batch --budget_gb finds')
-    parser.add_argument('--budget_max_depth', type=int, default=None,
-                        help='stop the depth search here (reported as "at least")')
-    parser.add_argument('--budget_max_batch', type=int, default=None,
-                        help='stop the batch search here (reported as "at least")')
+    parser.add_argument('--budget_from', type=int, default=40,
+                        help='the depth the --budget_gb search starts doubling from')
+    parser.add_argument('--budget_max_depth', type=int, default=None)
+    parser.add_argument('--budget_max_batch', type=int, default=None)
+    parser.add_argument('--modes', nargs='*', default=list(MODES), choices=MODES,
+                        help='the modes --budget_gb searches')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
-    parser.add_argument('--quick', action='store_true',
-                        help='tiny sizes for a check in about a minute (%s)' % QUICK)
+    parser.add_argument('--quick', action='store_true', help='tiny sizes (%s)' % QUICK)
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    tf.logging.set_verbosity(tf.logging.ERROR)
-    os.makedirs(args.out, exist_ok=True)
-    device = 'GPU' if compat.gpu_available() else 'CPU'
+    return args
+
+
+def _physical_gib():
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2.0 ** 30
+
+
+def main(argv=None, run=measure):
+    args = parse_args(argv)
+    from models import compat
+    title = ('one Nesterov-SGD step on %s, TensorFlow %s; peak = BFC allocator bytes on top of '
+             'the variables, time = median of %d steps' % (
+                 'GPU' if compat.gpu_available() else 'CPU', compat.VERSION, args.steps))
+    print('DenseNet-BC k=%d, batch %d, %dx%d; %s' % (args.growth_rate, args.batch_size,
+                                                     args.image_size, args.image_size, title))
+    log = lambda line: print(line, flush=True)  # noqa: E731
     rows = []
-
-    print('DenseNet-BC k=%d, batch %d, %dx%d, one Nesterov SGD step on %s, TensorFlow %s; peak = '
-          'bytes allocated on top of the variables, time = median of %d steps' % (
-              args.growth_rate, args.batch_size, args.image_size, args.image_size, device,
-              compat.VERSION, args.steps))
-    lines = []
-    for depth in args.depths:
-        result = {}
-        for setting, name in SETTINGS:
-            result[name] = measure(_densenet_bc(depth, args.growth_rate, setting),
-                                   args.batch_size, args.image_size, args.steps)
-            rows.append(_row('densenet_bc', depth, name, args.batch_size, args.image_size,
-                             result[name]))
-        naive, eff, shared = result['naive'], result['efficient'], result['shared']
-        lines.append(['%d' % depth, format(naive['params'], ',')]
-                     + ['%.1f' % r['peak_mib'] for r in (naive, eff, shared)]
-                     + ['%.1f%%' % (100 * r['peak_mib'] / naive['peak_mib']) for r in (eff, shared)]
-                     + [_fmt_time(r['step_s']) for r in (naive, eff, shared)]
-                     + ['/'.join('%.0f' % r['build_s'] for r in (naive, eff, shared))])
-        _print_table(BC_HEADER if len(lines) == 1 else None, lines[-1:])
-    if len(args.depths) > 1:
-        for _, setting in SETTINGS:
-            peaks = [r['peak_mib'] for r in rows if r['setting'] == setting]
-            growth = ', '.join('L=%d->%d x%.2f' % (a, b, pb / pa) for a, b, pa, pb in zip(
-                args.depths, args.depths[1:], peaks, peaks[1:]))
-            print('%s: peak ~ depth^%.2f (log-log fit); %s' % (
-                setting, loglog_slope(args.depths, peaks), growth))
-
-    if args.partial:
-        print('\nPartial recomputation, DenseNet-BC-%d k=%d, batch %d:' % (
-            args.partial_depth, args.growth_rate, args.batch_size))
-        settings = [False] + list(args.partial) + [True, 'shared']
-        measured = []
-        for setting in settings:
-            existing = [r for r in rows if r['depth'] == args.partial_depth and
-                        r['setting'] == _setting_name(setting)]
-            if existing:
-                result = existing[0]
-            else:
-                result = measure(_densenet_bc(args.partial_depth, args.growth_rate, setting),
-                                 args.batch_size, args.image_size, args.steps)
-                rows.append(_row('densenet_bc', args.partial_depth, _setting_name(setting),
-                                 args.batch_size, args.image_size, result))
-            measured.append((_setting_name(setting), result))
-        base = measured[0][1]
-        _print_table(('efficient', 'peak MiB', 'of naive', 's/step', 'overhead'), [
-            [name, '%.1f' % r['peak_mib'], '%.1f%%' % (100 * r['peak_mib'] / base['peak_mib']),
-             _fmt_time(r['step_s']), '%+.1f%%' % (100 * (r['step_s'] / base['step_s'] - 1))]
-            for name, r in measured])
-
-    if args.keras:
-        print('\nDenseNet-121, batch %d, %dx%d, 10 classes: ours vs tf.keras.applications' % (
-            args.keras_batch, args.keras_image_size, args.keras_image_size))
-        results = []
-        for name, build in (('tf.keras DenseNet121', _keras_densenet121),
-                            ('ours, naive', _densenet121(False)),
-                            ('ours, efficient', _densenet121(True)),
-                            ('ours, shared', _densenet121('shared'))):
-            result = measure(build, args.keras_batch, args.keras_image_size, args.steps)
-            rows.append(_row('keras_densenet121' if name.startswith('tf.keras') else
-                             'densenet121', 121, 'keras' if name.startswith('tf.keras') else
-                             name.split(', ')[1], args.keras_batch, args.keras_image_size,
-                             result))
-            results.append((name, result))
-        keras = results[0][1]
-        _print_table(('model', 'params', 'peak MiB', 'of tf.keras', 's/step', 'vs tf.keras',
-                      'build s'), [
-            [name, format(r['params'], ','), '%.1f' % r['peak_mib'],
-             '%.1f%%' % (100 * r['peak_mib'] / keras['peak_mib']), _fmt_time(r['step_s']),
-             '%+.1f%%' % (100 * (r['step_s'] / keras['step_s'] - 1)), '%.1f' % r['build_s']]
-            for name, r in results])
-
+    for section, wanted in ((series, args.depths), (wide, args.wide), (imagenet, args.imagenet),
+                            (partial, args.partial), (keras, args.keras)):
+        if wanted:
+            rows += section(args, log, run)
+            log('')
     if args.budget_gb:
-        print('\nWithin %.3g GiB (variables, momentum and the step\'s peak), k=%d, %dx%d:' % (
+        log('Within %.3g GiB of allocator (variables, momentum and the step), k=%d, %dx%d:' % (
             args.budget_gb, args.growth_rate, args.image_size, args.image_size))
-        for setting in (False, True, 'shared'):
-            depth, batch = budget(args.budget_gb, args.growth_rate, args.batch_size,
-                                  args.image_size, args.budget_depth, setting, log=print,
-                                  max_depth=args.budget_max_depth,
-                                  max_batch=args.budget_max_batch)
-            capped_depth = args.budget_max_depth and depth == 6 * (
-                (args.budget_max_depth - 4) // 6) + 4
-            print('%s: deepest DenseNet-BC at batch %d: %s%s; largest batch for BC-%d: %s%d' % (
-                _setting_name(setting), args.batch_size, '>= ' if capped_depth else '',
-                'L=%d' % depth if depth else 'none', args.budget_depth,
-                '>= ' if batch and batch == args.budget_max_batch else '', batch), flush=True)
-
-    csv_path, png_path = os.path.join(args.out, 'memory.csv'), os.path.join(args.out,
-                                                                            'memory.png')
-    with open(csv_path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction='ignore')
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(dict(row, peak_mib='%.2f' % row['peak_mib'],
-                                 variables_mib='%.2f' % row['variables_mib'],
-                                 step_s='' if row['step_s'] is None else '%.4f' % row['step_s'],
-                                 build_s='%.1f' % row['build_s']))
-    _write_plot([dict(r, growth_rate=args.growth_rate) for r in rows], png_path)
-    print('\nwrote %s and %s' % (csv_path, png_path))
+        for mode in args.modes:
+            depth, batch = budget(args, mode, log, run)
+            log('%s: deepest DenseNet-BC at batch %d: %s; largest batch of BC-%d: %d' % (
+                mode, args.batch_size, 'L=%d' % depth if depth else 'none', args.budget_depth,
+                batch))
+    os.makedirs(args.out, exist_ok=True)
+    write_csv(rows, os.path.join(args.out, 'memory.csv'))
+    write_plot(rows, os.path.join(args.out, 'memory.png'), title)
+    print('wrote %s and %s' % tuple(os.path.join(args.out, n) for n in ('memory.csv',
+                                                                         'memory.png')))
 
 
 if __name__ == '__main__':
