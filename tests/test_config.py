@@ -14,7 +14,7 @@ import train
 from conftest import DIGITS_BC16, ROOT
 from models import Recomputation
 from models.compat import tf
-from utils import resolve
+from utils import optimizer, resolve
 from utils.config import ModelConfig, TrainConfig
 from utils.errors import CheckpointError, UsageError
 
@@ -202,3 +202,25 @@ def test_a_checkpoint_of_another_model_without_config_json_is_refused_untouched(
         r'error: \S+model\.ckpt-40 was written by another architecture: it has no variable '
         r'densenet/denseblock1/denselayer3/', other.stderr), other.stderr
     assert sorted(os.listdir(model_dir)) == before
+
+
+@pytest.mark.parametrize('schedule, expected', [
+    ('step', {0: 0.1, 500: 0.1, 501: 0.01, 750: 0.01, 751: 0.001, 1000: 0.001}),
+    ('cosine', {0: 0.1, 250: 0.05 * (1 + 2 ** -0.5), 500: 0.05, 750: 0.05 * (1 - 2 ** -0.5),
+                1000: 0.0}),
+])
+def test_learning_rate_schedules(schedule, expected):
+    """step: /10 after 50% and 75% of the run; cosine: 0.1 x (1 + cos(pi t / T)) / 2."""
+    with tf.Graph().as_default():
+        step = tf.placeholder(tf.int64, [])
+        rate = optimizer.learning_rate(step, 0.1, 1000, schedule)
+        with tf.Session() as sess:
+            for t, value in expected.items():
+                assert sess.run(rate, {step: t}) == pytest.approx(value, rel=1e-6, abs=1e-9), t
+
+
+def test_the_schedule_flag_and_the_dataset_default():
+    args = train.parse_args(['--lr_schedule', 'cosine'])
+    assert resolve.train_config(args, DIGITS_BC16, 'channels_last').lr_schedule == 'cosine'
+    digits = resolve.train_config(train.parse_args([]), DIGITS_BC16, 'channels_last')
+    assert digits.lr_schedule == resolve.DEFAULTS['digits'].lr_schedule == 'step'

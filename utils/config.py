@@ -130,7 +130,8 @@ class ModelConfig(object):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(object):
     """How the model is trained. `batch_size` and `learning_rate` are per worker (None: the
-    paper's rule, see `initial_learning_rate`); `max_steps`, when set, replaces `train_epochs`;
+    paper's rule, see `initial_learning_rate`), `lr_schedule` one of utils.optimizer.SCHEDULES;
+    `max_steps`, when set, replaces `train_epochs`;
     `epochs_per_eval` 0 never evaluates during training; `inject_nan` (first batch, count) is a
     fault drill; `data_format` is the layout of the device that trains."""
     model_dir: str
@@ -139,6 +140,7 @@ class TrainConfig(object):
     epochs_per_eval: float
     learning_rate: Optional[float]
     data_format: str
+    lr_schedule: str = 'step'
     efficient: Recomputation = Recomputation(every=1)
     fp16: bool = False
     dropout_rate: float = 0.0

@@ -39,8 +39,11 @@ def train_parser(description=None):
                         help='evaluate on the test split every this many epochs and at the end '
                              '(0: never)')
     parser.add_argument('--learning_rate', type=non_negative, default=None,
-                        help='initial rate per worker (default 0.1 x batch/128); x workers, '
-                             'then /10 at 50%% and 75%% of training')
+                        help='initial rate per worker (default 0.1 x batch/128); x workers')
+    parser.add_argument('--lr_schedule', choices=('step', 'cosine'), default=None,
+                        help='step: /10 at 50%% and 75%% of training (the paper\'s CIFAR '
+                             'schedule); cosine: half a cosine down to 0 (default: the '
+                             'dataset\'s: cosine for Fashion-MNIST, else step)')
     parser.add_argument('--weight_decay', type=non_negative, default=1e-4)
     parser.add_argument('--momentum', type=fraction, default=0.9, help='Nesterov momentum')
     parser.add_argument('--dropout_rate', type=fraction, default=0.0)

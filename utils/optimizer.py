@@ -9,8 +9,17 @@ INITIAL_LOSS_SCALE = 2.0 ** 15
 LOSS_SCALE_GROWTH_STEPS = 2000
 
 
-def learning_rate(global_step, base_rate, last_step):
-    """The paper's schedule: base rate, divided by 10 at 50% and again at 75% of training."""
+SCHEDULES = ('step', 'cosine')
+
+
+def learning_rate(global_step, base_rate, last_step, schedule='step'):
+    """The learning rate at `global_step` of a run that ends at `last_step`: 'step' is the
+    paper's CIFAR schedule (the base rate, divided by 10 at 50% and again at 75% of training),
+    'cosine' decays it along half a cosine to 0 at the end (Loshchilov and Hutter's SGDR
+    without restarts)."""
+    if schedule == 'cosine':
+        return tf.identity(tf.train.cosine_decay(base_rate, global_step, last_step),
+                           name='learning_rate')
     boundaries = [int(0.5 * last_step), int(0.75 * last_step)]
     values = [base_rate, base_rate * 0.1, base_rate * 0.01]
     return tf.train.piecewise_constant(global_step, boundaries, values, name='learning_rate')
@@ -84,7 +93,8 @@ def training_graph(images, labels, dataset, model, config, last_step, distributi
     accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
                                                labels), tf.float32))
     global_step = tf.train.get_or_create_global_step()
-    rate = learning_rate(global_step, config.initial_learning_rate(distribution.size), last_step)
+    rate = learning_rate(global_step, config.initial_learning_rate(distribution.size), last_step,
+                         config.lr_schedule)
     optimizer = distribution.optimizer(
         tf.train.MomentumOptimizer(rate, config.momentum, use_nesterov=True), config.fp16)
     scale = DynamicLossScale() if config.fp16 else None

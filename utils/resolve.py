@@ -25,12 +25,13 @@ class Defaults(object):
     batch_size: int
     train_epochs: float
     epochs_per_eval: float
+    lr_schedule: str = 'step'
 
 
 DEFAULTS = {
     'digits': Defaults('densenet_bc', 40, 12, 64, 30, 10),
     'mnist': Defaults('densenet_bc', 40, 12, 64, 15, 5),
-    'fashion_mnist': Defaults('densenet_bc', 40, 12, 64, 15, 5),
+    'fashion_mnist': Defaults('densenet_bc', 40, 12, 64, 15, 5, 'cosine'),
     'cifar10': Defaults('densenet_bc', 100, 12, 64, 300, 10),
     'cifar100': Defaults('densenet_bc', 100, 12, 64, 300, 10),
     'imagenet': Defaults('densenet121', 121, 32, 256, 90, 1),
@@ -183,7 +184,8 @@ def train_config(args, model, layout):
         train_epochs=args.train_epochs or fallback.train_epochs,
         epochs_per_eval=(fallback.epochs_per_eval if args.epochs_per_eval is None
                          else args.epochs_per_eval),
-        learning_rate=args.learning_rate, data_format=layout, efficient=args.efficient,
+        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule or fallback.lr_schedule,
+        data_format=layout, efficient=args.efficient,
         fp16=args.fp16, dropout_rate=args.dropout_rate, max_steps=args.max_steps,
         weight_decay=args.weight_decay, momentum=args.momentum,
         save_checkpoint_steps=args.save_checkpoint_steps,
