@@ -278,7 +278,8 @@ class _Consumer(object):
         d_out, d_extra = d_outputs[0], [None] * len(extra)
         if self.tail:
             d_out, d_extra = self.tail_gradients(feats, params, extra, d_out, gate)
-            gate = [d_out]
+            # All of the tail's gradients first: its activations are freed before the chunks.
+            gate = [d_out] + [g for g in d_extra if g is not None]
         d_feats, d_scale, d_shift, d_kernel = self.chunk_gradients(feats, params, d_out,
                                                                    d_passed[:self.n], gate)
         d_stats, d_params = self.normalisation_gradients(params, d_scale, d_shift)
@@ -313,12 +314,17 @@ class _Consumer(object):
                 d_scales.append(tf.cast(tf.reduce_sum(d_z * x, axes), dtype))
                 d_shifts.append(tf.cast(tf.reduce_sum(d_z, axes), dtype))
                 d_x = d_z * self.norm['scales'][c]
+                d_kernels.append(d_kernel)
+            # The running sums only once the chunk's own work is done and its activations are
+            # freed: the executor would otherwise concatenate them first and hold the copy.
+            done = [d_x, d_scales[-1], d_shifts[-1]] + ([d_kernel] if self.has_kernel else [])
+            with tf.control_dependencies(done):
                 passed = [d_passed[i] for i in group if d_passed[i] is not None]
                 if len(passed) == len(group):
                     d_x += concat(passed, L.constant(self.axis))
-                d_feats += self.split(d_x, self.axis, [self.widths[i] for i in group])
-                d_kernels.append(d_kernel)
-            gate = [tf.group(d_x, *([d_kernel] if self.has_kernel else []))]
+                parts = self.split(d_x, self.axis, [self.widths[i] for i in group])
+            d_feats += parts
+            gate = [tf.group(*parts)]
         zero = L.constant(0)
         return (d_feats, concat(d_scales, zero), concat(d_shifts, zero),
                 conv.kernel_gradient(d_kernels) if conv else None)
