@@ -1,33 +1,41 @@
-# Set-up and entry points on two stacks: TF=1 (default) is TensorFlow 1.15.5 on Python 3.7 in
-# .venv; TF=2 is TensorFlow 2.15.1 (tf.compat.v1 graph mode) on the machine's python3 in
-# .venv-tf2. Targets build their virtualenv first when it is missing or older than its
-# requirements. `make test` runs the whole suite on both stacks.
+# Set-up and entry points on three stacks, chosen with TF=: 1.15 (the default; TensorFlow 1.15.5
+# on Python 3.7, in .venv), 2.15 (TensorFlow 2.15.1 on Python 3.9-3.11, in .venv-tf2) and 2.21
+# (TensorFlow 2.21 with tf-keras on Python 3.12/3.13, in .venv-tf221); TF=1 and TF=2 are the
+# older names of the first two. Targets build their virtualenv first when it is missing or
+# older than its requirements. `make test` tests all three stacks.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-TF ?= 1
+TF ?= 1.15
 PYTEST_ARGS ?=
 TRAIN_ARGS ?=
 BENCHMARK_ARGS ?=
 
 VENV1 := .venv
 VENV2 := .venv-tf2
+VENV3 := .venv-tf221
 STAMP1 := $(VENV1)/.installed
 STAMP2 := $(VENV2)/.installed
+STAMP3 := $(VENV3)/.installed
 REQS1 := requirements.txt requirements-dev.txt requirements-horovod.txt
 REQS2 := requirements-tf2.txt requirements-dev.txt requirements-horovod.txt
+REQS3 := requirements-tf221.txt requirements-tf221-keras.txt requirements-dev.txt \
+	requirements-horovod.txt
 
-ifeq ($(TF),2)
-VENV := $(VENV2)
-RESULTS := benchmarks/results/tf2
-else ifeq ($(TF),1)
+STACK := $(or $(if $(filter 1,$(TF)),1.15),$(if $(filter 2,$(TF)),2.15),$(TF))
+ifeq ($(STACK),1.15)
 VENV := $(VENV1)
-RESULTS := benchmarks/results
+else ifeq ($(STACK),2.15)
+VENV := $(VENV2)
+else ifeq ($(STACK),2.21)
+VENV := $(VENV3)
 else
-$(error TF must be 1 (TensorFlow 1.15) or 2 (TensorFlow 2.15), not '$(TF)')
+$(error TF must be 1.15, 2.15 or 2.21 (TensorFlow's version), not '$(TF)')
 endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+RESULTS := benchmarks/results/tf$(STACK)
+RUN_SUFFIX := $(if $(filter-out 1.15,$(STACK)),-tf$(STACK))
 
 # TensorFlow 1.15 exists only for Python <= 3.7. Take a real python3.7 on PATH first (the pyenv
 # shim refuses to run while another version is selected, so it fails the check), then pyenv's.
@@ -41,33 +49,45 @@ PYTHON_TF2 ?= $(shell for p in python3 python3.11 python3.10 python3.9 \
 	$$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[01].*/bin/python3 2>/dev/null | sort -rV); do \
 	  if "$$p" -c 'import sys; sys.exit(not (3, 9) <= sys.version_info[:2] <= (3, 11))' \
 	    >/dev/null 2>&1; then "$$p" -c 'import sys; print(sys.executable)'; break; fi; done)
+# TensorFlow 2.21 has wheels for Python 3.10 to 3.13: the newest 3.13 or 3.12 on PATH or under
+# pyenv (the current Pythons no other stack serves).
+PYTHON_TF221 ?= $(shell for p in python3.13 python3.12 \
+	$$(ls -d $$(pyenv root 2>/dev/null)/versions/3.1[23].*/bin/python3 2>/dev/null | sort -rV); do \
+	  if "$$p" -c 'import sys; sys.exit(not (3, 12) <= sys.version_info[:2] <= (3, 13))' \
+	    >/dev/null 2>&1; then "$$p" -c 'import sys; print(sys.executable)'; break; fi; done)
 
 HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
 	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
+# Horovod 0.28.1, its last release, compiles horovod/tensorflow/xla_mpi_ops.cc (XLA-compiled
+# all-reduce, opt-in at run time and GPU-only), whose XLA headers TensorFlow 2.21's wheel does
+# not ship; everything else builds as it is. For TF 2.21 the sdist is built without that file.
+HOROVOD_SRC := build/horovod
 
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
-RUN_SUFFIX := $(if $(filter 2,$(TF)),-tf2)
 
-.PHONY: help venv venv-tf2 test test-tf1 test-tf2 test-fast train fashion-mnist \
-	train-fashion-mnist benchmark clean
+.PHONY: help venv venv-tf2 venv-tf221 test test-tf1 test-tf2 test-tf221 test-fast train \
+	fashion-mnist train-fashion-mnist benchmark clean
 
 help:
 	@echo "make train        train an efficient DenseNet-BC on the bundled digits, then evaluate it"
-	@echo "                  (TensorFlow 1.15; 'make train TF=2' on TensorFlow 2.15)"
-	@echo "make test         the whole test suite on both stacks (slow tests included)"
-	@echo "make test-tf1     ... on TensorFlow 1.15 only; make test-tf2 on TensorFlow 2.15 only"
-	@echo "make test-fast    the suite without the tests marked slow, on the TF=1|2 stack"
+	@echo "                  (TensorFlow 1.15; TF=2.15 or TF=2.21 for the other stacks)"
+	@echo "make test         the whole test suite on the three stacks (slow tests included)"
+	@echo "make test-tf1     ... on TensorFlow 1.15 only; test-tf2: 2.15 only; test-tf221: 2.21 only"
+	@echo "make test-fast    the suite without the tests marked slow, on the TF= stack"
 	@echo "make train-fashion-mnist"
-	@echo "                  the README's real-data run: Fashion-MNIST (60,000 images), then the"
-	@echo "                  10,000 test images (about 75 min with TF=2, 3 h with TF=1, on 2 cores)"
+	@echo "                  the README's real-data run on Fashion-MNIST (60,000 images), then the"
+	@echo "                  10,000 test images (hours on 2 cores; resumable)"
 	@echo "make fashion-mnist  install Debian's dataset-fashion-mnist (or say how to get it)"
-	@echo "make benchmark    memory and step time, naive vs efficient (TF=1|2)"
+	@echo "make benchmark    memory, step time, graph size, naive vs efficient vs shared (TF=)"
 	@echo "make venv         only build $(VENV1) (Python 3.7, TensorFlow 1.15.5, Horovod with Gloo)"
-	@echo "make venv-tf2     only build $(VENV2) (python3, TensorFlow 2.15.1, Horovod with Gloo)"
+	@echo "make venv-tf2     only build $(VENV2) (Python 3.9-3.11, TensorFlow 2.15.1, Horovod)"
+	@echo "make venv-tf221   only build $(VENV3) (Python 3.12/3.13, TensorFlow 2.21, Horovod)"
 
 venv: $(STAMP1)
 
 venv-tf2: $(STAMP2)
+
+venv-tf221: $(STAMP3)
 
 $(STAMP1): $(REQS1)
 	@if [ -z "$(PYTHON37)" ]; then \
@@ -96,13 +116,36 @@ $(STAMP2): $(REQS2)
 	$(VENV2)/bin/horovodrun --check-build
 	touch $(STAMP2)
 
-# Both suites run even when the first fails; each runs the cross-stack test against the other.
-test: $(STAMP1) $(STAMP2)
+$(STAMP3): $(REQS3)
+	@if [ -z "$(PYTHON_TF221)" ]; then \
+	  echo "error: no Python 3.12 or 3.13 found: this stack serves the current Pythons (TensorFlow 2.21)." >&2; \
+	  echo "  install one (e.g. 'pyenv install 3.13.0', or your distribution's python3.12-venv)" >&2; \
+	  echo "  or pass PYTHON_TF221=/path/to/python3.13" >&2; \
+	  exit 1; fi
+	@if [ ! -x $(VENV3)/bin/python ]; then \
+	  echo "creating $(VENV3) with $(PYTHON_TF221)"; $(PYTHON_TF221) -m venv $(VENV3); fi
+	$(VENV3)/bin/python -m pip install --upgrade pip 'setuptools<70' wheel
+	$(VENV3)/bin/python -m pip install -r requirements-tf221.txt -r requirements-dev.txt
+	$(VENV3)/bin/python -m pip install --no-deps -r requirements-tf221-keras.txt
+	rm -rf $(HOROVOD_SRC) && mkdir -p $(HOROVOD_SRC)
+	$(VENV3)/bin/python -m pip download --no-deps --no-binary :all: -d $(HOROVOD_SRC) \
+	  -r requirements-horovod.txt
+	tar xzf $(HOROVOD_SRC)/horovod-*.tar.gz -C $(HOROVOD_SRC) --strip-components 1
+	sed -i '/horovod\/tensorflow\/xla_mpi_ops\.cc/d' $(HOROVOD_SRC)/horovod/tensorflow/CMakeLists.txt
+	$(HOROVOD_ENV) $(VENV3)/bin/python -m pip install --no-build-isolation ./$(HOROVOD_SRC)
+	$(VENV3)/bin/horovodrun --check-build
+	rm -rf $(HOROVOD_SRC)
+	touch $(STAMP3)
+
+# Every suite runs even when one fails; each runs the cross-stack tests against the others.
+test: $(STAMP1) $(STAMP2) $(STAMP3)
 	@status=0; \
 	echo "== TensorFlow 1.15 (Python 3.7, $(VENV1)) =="; \
-	OTHER_STACK_PYTHON=$(VENV2)/bin/python $(VENV1)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	OTHER_STACKS=$(VENV2)/bin/python:$(VENV3)/bin/python $(VENV1)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
 	echo "== TensorFlow 2.15 ($(VENV2)) =="; \
-	OTHER_STACK_PYTHON=$(VENV1)/bin/python $(VENV2)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	OTHER_STACKS=$(VENV1)/bin/python:$(VENV3)/bin/python $(VENV2)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	echo "== TensorFlow 2.21 ($(VENV3)) =="; \
+	OTHER_STACKS=$(VENV1)/bin/python:$(VENV2)/bin/python $(VENV3)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-tf1: $(STAMP1)
@@ -110,6 +153,9 @@ test-tf1: $(STAMP1)
 
 test-tf2: $(STAMP2)
 	$(VENV2)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+test-tf221: $(STAMP3)
+	$(VENV3)/bin/python -m pytest tests $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow" $(PYTEST_ARGS)
@@ -128,18 +174,17 @@ fashion-mnist:
 	else echo "error: no apt-get here; download the files instead:" \
 	  "make train-fashion-mnist DATA_DIR=data/fashion-mnist" >&2; exit 1; fi
 
-# The README's Fashion-MNIST result: the dataset's defaults (DenseNet-BC L=40 k=12, batch 64,
-# 15 epochs), without recomputation: at 28x28 memory is small and it is the faster step on CPU.
-# DATA_DIR=DIR reads the files from DIR, downloading (and MD5-checking) those it lacks.
+# The README's Fashion-MNIST result with the dataset's defaults (train.py --dataset
+# fashion_mnist). DATA_DIR=DIR reads the files from DIR, downloading (and MD5-checking) those it
+# lacks.
 train-fashion-mnist: $(STAMP) $(if $(DATA_DIR),,fashion-mnist)
-	$(PY) train.py --dataset fashion_mnist --efficient False \
-	  --model_dir runs/fashion_mnist$(RUN_SUFFIX) \
+	$(PY) train.py --dataset fashion_mnist --model_dir runs/fashion_mnist$(RUN_SUFFIX) \
 	  $(if $(DATA_DIR),--data_dir $(DATA_DIR) --download True) $(TRAIN_ARGS)
 	$(PY) eval.py --model_dir runs/fashion_mnist$(RUN_SUFFIX) $(if $(DATA_DIR),--data_dir $(DATA_DIR))
 
-# The README's Performance tables (about 35 minutes on 2 cores); BENCHMARK_ARGS=--quick checks.
+# BENCHMARK_ARGS adds the paper's models (see benchmarks/README.md); --quick checks the code.
 benchmark: $(STAMP)
-	$(PY) -m benchmarks.memory --steps 3 --out $(RESULTS) $(BENCHMARK_ARGS)
+	$(PY) -m benchmarks.memory --out $(RESULTS) $(BENCHMARK_ARGS)
 
 clean:
-	rm -rf $(VENV1) $(VENV2) runs .pytest_cache
+	rm -rf $(VENV1) $(VENV2) $(VENV3) build runs .pytest_cache

@@ -1,19 +1,57 @@
 """What differs between TensorFlow 1.15 and TensorFlow 2.x run in tf.compat.v1 graph mode.
 
 Every other module takes `tf` from here and never looks at the version: `tf` is the v1 API on
-both stacks (`tensorflow.compat.v1`, with the v2 behaviours switched off on 2.x). The rest is
-whether contrib's recomputation exists (`models.recompute` uses it where it does), a GPU query that
-creates no device, and silencing the noise 2.x makes on import and for every `tf.layers` call.
+every stack (`tensorflow.compat.v1`, with the v2 behaviours switched off on 2.x, and from 2.16
+its layers served by Keras 2, the tf-keras package). The rest is whether contrib's recomputation
+(`models.recompute` uses it where it exists) and tf.estimator exist, a GPU query that creates no
+device, and silencing the noise 2.x makes on import and for every `tf.layers` call.
 """
+import importlib.util
+import os
 import warnings
 
-import tensorflow as _tensorflow
-import tensorflow.compat.v1 as tf
+# From TensorFlow 2.16 tf.keras is Keras 3, and tf.compat.v1.layers (the product's tf.layers)
+# works only with Keras 2: the tf-keras package, which TensorFlow serves where this is set
+# before it first loads Keras (TensorFlow 2.15 too: it then needs tf-keras, so only where it is
+# installed; TensorFlow 1.15 ignores it).
+if importlib.util.find_spec('tf_keras'):
+    os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+import tensorflow as _tensorflow  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
 
 VERSION = _tensorflow.__version__
-TF2 = int(VERSION.split('.')[0]) >= 2
+_RELEASE = tuple(int(part) for part in VERSION.split('.')[:2])
+TF2 = _RELEASE >= (2, 0)
+KERAS_3 = _RELEASE >= (2, 16)  # tf.keras is Keras 3, tf.compat.v1.layers needs tf-keras
+ESTIMATOR = not KERAS_3  # tf.estimator was removed in TensorFlow 2.16 too
+ESTIMATOR_STACKS = 'TensorFlow 1.15 and 2.15 (the .venv and .venv-tf2 stacks)'
+
+
+class LegacyKerasError(ImportError):
+    """tf.compat.v1.layers is not served by Keras 2 in this process (one line, what to do)."""
+
+
+def _check_legacy_keras():
+    verbosity = tf.logging.get_verbosity()
+    tf.logging.set_verbosity(tf.logging.ERROR)  # TensorFlow warns about it too, less clearly
+    try:
+        tf.layers.dense
+    except ImportError:  # TF_USE_LEGACY_KERAS is set, tf-keras is not installed
+        raise LegacyKerasError(
+            'TF_USE_LEGACY_KERAS is set, and TensorFlow %s then needs the tf-keras package: pip '
+            'install tf-keras==%s --no-deps (see requirements-tf221-keras.txt)%s' % (
+                VERSION, VERSION, '' if KERAS_3 else ', or unset it'))
+    except AttributeError:  # TF_USE_LEGACY_KERAS set to something else than 1
+        raise LegacyKerasError(
+            'TensorFlow %s serves tf.compat.v1.layers from Keras 3 here (TF_USE_LEGACY_KERAS=%s):'
+            ' unset it or set it to 1' % (VERSION, os.environ.get('TF_USE_LEGACY_KERAS')))
+    finally:
+        tf.logging.set_verbosity(verbosity)
+
 
 if TF2:
+    _check_legacy_keras()
     _verbosity = tf.logging.get_verbosity()
     tf.logging.set_verbosity(tf.logging.ERROR)  # disable_v2_behavior logs a deprecation notice
     tf.disable_v2_behavior()

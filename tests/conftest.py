@@ -70,10 +70,12 @@ def entry(capsys):
 
 
 def child_environment():
-    """This process's environment without what importing TF 2 put there: TF2_BEHAVIOR=1 would
-    switch a TF 1.15 child to TF 2 behaviour."""
+    """This process's environment without what importing TensorFlow put there, for a child of
+    any stack: TF2_BEHAVIOR=1 (TF 2) would switch a TF 1.15 child to TF 2 behaviour, and
+    TF_USE_LEGACY_KERAS=1 (where tf-keras is installed) a TF 2.15 child without it to tf-keras."""
     env = dict(os.environ)
     env.pop('TF2_BEHAVIOR', None)
+    env.pop('TF_USE_LEGACY_KERAS', None)
     return env
 
 

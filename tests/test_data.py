@@ -64,6 +64,24 @@ def test_cifar_python_release(tmp_path, hundred):
                             for j in range(3)]
 
 
+@pytest.mark.parametrize('numpy_module', ['numpy.core.multiarray', 'numpy._core.multiarray'],
+                         ids=['numpy-1', 'numpy-2'])
+def test_python_batches_pickled_by_either_numpy_load(tmp_path, numpy_module):
+    """numpy 2 names its array reconstructor numpy._core.multiarray, numpy 1 numpy.core: a
+    CIFAR copy pickled by either loads under either (the official files are numpy 1's)."""
+    pixels = cifar_images(2, 3).reshape(2, -1)
+    blob = pickle.dumps({b'data': pixels, b'labels': [4, 5]}, protocol=2)
+    for spelling in (b'numpy._core.multiarray', b'numpy.core.multiarray'):
+        blob = blob.replace(spelling + b'\n', numpy_module.encode() + b'\n')
+    assert numpy_module.encode() + b'\n_reconstruct' in blob
+    path = str(tmp_path / 'data_batch_1')
+    with open(path, 'wb') as f:
+        f.write(blob)
+    batch = data.load_python_batch(path)
+    np.testing.assert_array_equal(batch[b'data'], pixels)
+    assert batch[b'labels'] == [4, 5]
+
+
 def test_malicious_pickle_is_refused_without_running(tmp_path):
     d = make_cifar_py(str(tmp_path))
     marker = os.path.join(str(tmp_path), 'pwned')

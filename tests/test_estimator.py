@@ -1,20 +1,35 @@
 """The tf.estimator model_fn: an Estimator trains digits with the efficient graph, evaluates as
-eval.py does, and exports a SavedModel whose predictions equal export.py's frozen graph's."""
+eval.py does, and exports a SavedModel whose predictions equal export.py's frozen graph's; where
+TensorFlow has no tf.estimator (2.16 on), importing it says so in one line."""
 import dataclasses
+import importlib
 import os
 
 import numpy as np
 import pytest
 
 from conftest import DIGITS_BC16
+from models import compat
 from models.compat import tf
-from utils import data, estimator, evaluation, export
+from utils import data, evaluation, export
 from utils.config import TrainConfig
 from utils.predict import Predictor
 
 
+@pytest.mark.skipif(compat.ESTIMATOR, reason='this TensorFlow has tf.estimator')
+def test_without_tf_estimator_the_import_names_the_stacks_that_have_it():
+    with pytest.raises(ImportError) as error:
+        importlib.import_module('utils.estimator')
+    assert str(error.value) == (
+        'utils.estimator needs tf.estimator, which TensorFlow %s no longer has (removed in '
+        '2.16): use TensorFlow 1.15 and 2.15 (the .venv and .venv-tf2 stacks), or train.py'
+        % compat.VERSION)
+
+
 @pytest.mark.slow
+@pytest.mark.skipif(not compat.ESTIMATOR, reason='tf.estimator was removed in TensorFlow 2.16')
 def test_an_estimator_trains_evaluates_and_exports(tmp_path):
+    from utils import estimator
     # As in the README's example.
     digits = data.get_dataset('digits')
     model = dataclasses.replace(DIGITS_BC16, growth_rate=12)

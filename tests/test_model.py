@@ -1,11 +1,14 @@
 """DenseNetCreator: architecture, configuration errors, and efficient == naive numerically."""
+import importlib.util
 import os
+import subprocess
 
 import numpy as np
 import pytest
 
 import models
-from conftest import load_random_weights
+from conftest import PYTHON, ROOT, child_environment, load_random_weights
+from models import compat
 from models import layers as L
 from models.compat import tf
 
@@ -442,3 +445,45 @@ def test_mfm_efficient_gives_the_same_gradients_as_naive():
     for name, grad in naive.items():
         assert np.any(grad != 0), name
         assert _relative_error(grad, efficient[name]) < 1e-5, name
+
+
+@pytest.mark.skipif(not compat.KERAS_3, reason='tf.keras is Keras 2 on this TensorFlow')
+def test_keras_3_layers_touched_before_us_are_served_by_keras_2_after_import():
+    """A library user who touched tf.compat.v1.layers before importing models met Keras 3's
+    "not available" (TF_USE_LEGACY_KERAS was not set yet); after importing models the layers
+    are tf-keras' and the network builds."""
+    code = '\n'.join([
+        'import sys', 'sys.path.insert(0, %r)' % ROOT, 'import tensorflow',
+        'try:', '    tensorflow.compat.v1.layers.dense', 'except AttributeError as e:',
+        '    print("before:", e)', 'import models', 'from models.compat import tf',
+        'images = tf.placeholder(tf.float32, [None, 8, 8, 3])',
+        'print("after:", models.densenet_bc(images, 10, depth=16, growth_rate=4,',
+        '                                   data_format="channels_last")().shape)'])
+    proc = subprocess.run([PYTHON, '-c', code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=child_environment())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'before: `dense` is not available with Keras 3.' in proc.stdout, proc.stdout
+    assert 'after: (?, 10)' in proc.stdout, proc.stdout
+    # Keras 3 asked for on purpose: the commands say what to do in one line.
+    proc = subprocess.run([PYTHON, os.path.join(ROOT, 'train.py'), '--help'],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          env=dict(child_environment(), TF_USE_LEGACY_KERAS='0'))
+    assert proc.returncode == 1 and proc.stderr == (
+        'error: TensorFlow %s serves tf.compat.v1.layers from Keras 3 here '
+        '(TF_USE_LEGACY_KERAS=0): unset it or set it to 1\n' % compat.VERSION), proc.stderr
+
+
+@pytest.mark.skipif(not compat.TF2 or importlib.util.find_spec('tf_keras') is not None,
+                    reason='TF 1.15 ignores TF_USE_LEGACY_KERAS; tf-keras is installed here')
+def test_legacy_keras_asked_for_without_tf_keras_is_one_line(tmp_path):
+    """TF_USE_LEGACY_KERAS=1 in the user's environment on a TensorFlow 2 without tf-keras: the
+    commands say what to do in one line, before anything is written."""
+    env = dict(child_environment(), TF_USE_LEGACY_KERAS='1')
+    proc = subprocess.run([PYTHON, os.path.join(ROOT, 'train.py'), '--model_dir',
+                           str(tmp_path / 'run')], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, env=env)
+    assert proc.returncode == 1 and proc.stderr == (
+        'error: TF_USE_LEGACY_KERAS is set, and TensorFlow %s then needs the tf-keras package: '
+        'pip install tf-keras==%s --no-deps (see requirements-tf221-keras.txt), or unset it\n'
+        % (compat.VERSION, compat.VERSION)), proc.stderr
+    assert not (tmp_path / 'run').exists()

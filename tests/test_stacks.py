@@ -1,8 +1,9 @@
-"""TF 1.15 and TF 2.x side by side: a model dir trained on this stack resumes, evaluates and
-exports on the other, and frozen graphs and SavedModels of either serve on the other.
+"""The stacks side by side (TF 1.15, 2.15, 2.21): a model dir trained on this stack resumes,
+evaluates and exports on another, and frozen graphs and SavedModels of either serve on the other.
 
-The other stack's Python comes from OTHER_STACK_PYTHON (`make test` sets it to the other
-virtualenv); each stack's suite runs this file, so both directions are covered.
+The other stacks' Pythons come from OTHER_STACKS, colon-separated (`make test` sets it to the
+other virtualenvs); each stack's suite runs this file against each other stack, so every pair is
+covered in both directions.
 """
 import json
 import os
@@ -20,9 +21,9 @@ from utils.config import ModelConfig
 from utils.inference import inference
 from utils.predict import Predictor
 
-OTHER = os.environ.get('OTHER_STACK_PYTHON')
+OTHERS = [p for p in os.environ.get('OTHER_STACKS', '').split(os.pathsep) if p]
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not OTHER, reason='OTHER_STACK_PYTHON is not set (make test sets it)')]
+    not OTHERS, reason='OTHER_STACKS is not set (make test sets it)')]
 
 # Prints the TF version, then the logits of a frozen graph and of a SavedModel as JSON.
 SERVE = '''
@@ -42,8 +43,8 @@ print(json.dumps(dict(version=compat.VERSION, frozen=Predictor(sys.argv[1]).logi
 ''' % ROOT
 
 
-def _other_version():
-    out = subprocess.run([OTHER, '-c', 'import sys; sys.path.insert(0, %r); '
+def _version(python):
+    out = subprocess.run([python, '-c', 'import sys; sys.path.insert(0, %r); '
                           'from models import compat; print(compat.VERSION)' % ROOT],
                          stdout=subprocess.PIPE, universal_newlines=True, check=True,
                          env=child_environment()).stdout
@@ -60,33 +61,34 @@ def _logits(model_dir, images):
             return sess.run(logits)
 
 
-def _serve_on_other_stack(pb, saved_model, images, tmp_path):
+def _serve_on(other, pb, saved_model, images, tmp_path):
     path = str(tmp_path / 'images.npy')
     np.save(path, images)
-    proc = subprocess.run([OTHER, '-c', SERVE, pb, saved_model, path], cwd=ROOT,
+    proc = subprocess.run([other, '-c', SERVE, pb, saved_model, path], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True, timeout=600, env=child_environment())
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_a_model_dir_moves_to_the_other_stack_and_back(tmp_path, entry):
-    assert _other_version().split('.')[0] != compat.VERSION.split('.')[0], 'the same stack twice'
+@pytest.mark.parametrize('other', OTHERS)
+def test_a_model_dir_moves_to_the_other_stack_and_back(tmp_path, entry, other):
+    assert _version(other) != compat.VERSION, 'the same stack twice'
     model_dir = str(tmp_path / 'run')
     args = ['--model_dir', model_dir, '--epochs_per_eval', '0', '--fp16', 'True'] + SMALL
     entry('train.py', '--max_steps', '3', *args)
     # Resumed on the other stack (global step, loss scale and momentum from this one's
     # checkpoint), then evaluated and exported there.
-    resumed = run('train.py', '--max_steps', '6', *args, python=OTHER)
+    resumed = run('train.py', '--max_steps', '6', *args, python=other)
     assert 'resuming from %s at step 3' % os.path.join(model_dir, 'model.ckpt-3') in \
         resumed.stdout, resumed.stdout
     assert tf.train.load_variable(model_dir, 'global_step') == 6
-    evaluated = run('eval.py', '--model_dir', model_dir, python=OTHER).stdout
+    evaluated = run('eval.py', '--model_dir', model_dir, python=other).stdout
     top1 = re.search(r'model\.ckpt-6 \(step 6\): loss [\d.]+, top-1 ([\d.]+)%', evaluated)
     assert top1, evaluated
     pb, saved_model = str(tmp_path / 'other.pb'), str(tmp_path / 'other_saved')
     run('export.py', '--model_dir', model_dir, '--output', pb, '--saved_model', saved_model,
-        python=OTHER)
+        python=other)
 
     # Back here: the other stack's checkpoint evaluates the same, and its exports serve here.
     here = entry('eval.py', '--model_dir', model_dir).stdout
@@ -104,7 +106,7 @@ def test_a_model_dir_moves_to_the_other_stack_and_back(tmp_path, entry):
     # This stack's exports serve on the other one.
     pb, saved_model = str(tmp_path / 'here.pb'), str(tmp_path / 'here_saved')
     entry('export.py', '--model_dir', model_dir, '--output', pb, '--saved_model', saved_model)
-    served = _serve_on_other_stack(pb, saved_model, images, tmp_path)
-    assert served['version'] == _other_version()
+    served = _serve_on(other, pb, saved_model, images, tmp_path)
+    assert served['version'] == _version(other)
     np.testing.assert_allclose(served['frozen'], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(served['saved_model'], expected, rtol=1e-5, atol=1e-5)

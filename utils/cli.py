@@ -27,7 +27,10 @@ def run_main(parse_args, run, argv=None):
 
 
 def _run_main(parse_args, run, argv):
-    _quiet_tensorflow()
+    try:
+        _quiet_tensorflow()
+    except ImportError as e:  # a stack without what TensorFlow needs (models.compat says what)
+        return _fail(str(e).splitlines()[0], debug=False)
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as e:  # argparse: a usage error or --help, already printed

@@ -96,8 +96,23 @@ class Horovod(SingleProcess):
         return self._hvd.allreduce(tensor, op=self._hvd.Sum, name=name)  # Horovod: summed.
 
     def hooks(self):
-        # Horovod: start every worker from rank 0's (possibly restored) variables.
-        return [self._hvd.BroadcastGlobalVariablesHook(0)]
+        return [_BroadcastVariables(self._hvd)]
+
+
+class _BroadcastVariables(tf.train.SessionRunHook):
+    """Rank 0's variables (possibly restored) to every worker once the session exists.
+
+    Horovod's own BroadcastGlobalVariablesHook is defined only where tf.estimator or TF 1's
+    tf.train.SessionRunHook exists, which TensorFlow 2.16 and later have not."""
+
+    def __init__(self, hvd):
+        self._hvd = hvd
+
+    def begin(self):
+        self._broadcast = self._hvd.broadcast_global_variables(0)  # Horovod: from rank 0.
+
+    def after_create_session(self, session, coord):
+        session.run(self._broadcast)
 
 
 class _StableGradientNames(tf.train.Optimizer):

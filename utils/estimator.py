@@ -10,10 +10,16 @@ from `serving_input_receiver_fn` map raw pixels to logits, probabilities and cla
 export.py's graphs do. Under horovodrun the adapter of `utils.distribution` averages gradients
 and broadcasts rank 0's variables (give the other ranks no model_dir).
 """
+from models import compat
 from models.compat import tf
 from utils import data, distribution
 from utils.inference import inference
 from utils.optimizer import training_graph
+
+if not compat.ESTIMATOR:
+    raise ImportError('utils.estimator needs tf.estimator, which TensorFlow %s no longer has '
+                      '(removed in 2.16): use %s, or train.py' % (compat.VERSION,
+                                                                  compat.ESTIMATOR_STACKS))
 
 IMAGES = 'images'
 

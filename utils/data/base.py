@@ -78,7 +78,7 @@ def check_labels(labels, num_classes, path):
     if labels.dtype.kind == 'f':
         bad = ~np.isfinite(labels) | (labels != np.round(labels))
         if np.any(bad):
-            raise DataError('%s: label %r is not a class number' % (path, labels[bad][0]))
+            raise DataError('%s: label %r is not a class number' % (path, float(labels[bad][0])))
     elif labels.dtype.kind not in 'iub':
         raise DataError('%s: labels of type %s, expected integers' % (path, labels.dtype))
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

@@ -1,5 +1,6 @@
 """CIFAR-10 and CIFAR-100 from either official release (binary records or python pickles), the
 pickles read with an unpickler that cannot run code."""
+import importlib.util
 import os
 import pickle
 
@@ -8,6 +9,10 @@ import numpy as np
 from models.compat import tf
 from utils.data.base import Dataset, check_labels, check_pixels, from_arrays, shift
 from utils.errors import DataError
+
+# numpy's array reconstructor: numpy._core.multiarray from numpy 2 on, numpy.core before.
+_NUMPY_MULTIARRAY = ('numpy._core.multiarray' if importlib.util.find_spec('numpy._core')
+                     else 'numpy.core.multiarray')
 
 
 class _Cifar(Dataset):
@@ -122,24 +127,27 @@ class Cifar100(_Cifar):
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles only what CIFAR's python batches hold: dicts, lists, strings, numbers and numpy
-    arrays. Any other global is refused before it is looked up, so nothing else can run."""
+    arrays. Any other global is refused before it is looked up, so nothing else can run.
+
+    Modules are named as the writer's Python and numpy named them, and looked up in this one's:
+    Python 2's copy_reg and __builtin__, numpy 1's numpy.core and numpy 2's numpy._core."""
     ALLOWED = {
         ('numpy.core.multiarray', '_reconstruct'), ('numpy', 'ndarray'), ('numpy', 'dtype'),
         ('numpy.core.multiarray', 'scalar'), ('copy_reg', '_reconstructor'),
         ('copyreg', '_reconstructor'), ('__builtin__', 'object'), ('builtins', 'object'),
+        ('numpy._core.multiarray', '_reconstruct'), ('numpy._core.multiarray', 'scalar'),
         # Python 3 writes bytes as _codecs.encode(text, 'latin1') under pickle protocol 2, and
         # empty bytes as bytes().
         ('_codecs', 'encode'), ('__builtin__', 'bytes'), ('builtins', 'bytes'),
     }
+    MODULES = {'copy_reg': 'copyreg', '__builtin__': 'builtins',
+               'numpy.core.multiarray': _NUMPY_MULTIARRAY,
+               'numpy._core.multiarray': _NUMPY_MULTIARRAY}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
             raise pickle.UnpicklingError('refusing to load %s.%s' % (module, name))
-        if module == 'copy_reg':
-            module = 'copyreg'
-        elif module == '__builtin__':
-            module = 'builtins'
-        return super(_RestrictedUnpickler, self).find_class(module, name)
+        return super(_RestrictedUnpickler, self).find_class(self.MODULES.get(module, module), name)
 
 
 def load_python_batch(path):
