@@ -87,27 +87,64 @@ def test_a_moved_run_evaluates_exports_and_resumes(trained, tmp_path, entry):
 def _garbage(index):
     with open(index, 'w') as f:
         f.write('\x00garbage{{ not a checkpoint index\n')
+    return 'is damaged'
 
 
 def _truncated(index):
     with open(index, 'r+') as f:
         f.truncate(12)
+    return 'is damaged'
+
+
+def _binary(index):
+    with open(index, 'wb') as f:
+        f.write(bytes(range(256)) * 4)
+    return 'is damaged'
+
+
+def _not_utf8(index):
+    with open(index, 'wb') as f:
+        f.write(b'model_checkpoint_path: "model.ckpt-4\xff"\n')
+    return 'is damaged'
+
+
+def _fifo(index):
+    os.remove(index)
+    os.mkfifo(index)  # reading it would block
+    return 'is not a regular file'
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('damage', [_garbage, _truncated], ids=['garbage', 'truncated'])
+@pytest.mark.parametrize('damage', [_garbage, _truncated, _binary, _not_utf8, _fifo],
+                         ids=['garbage', 'truncated', 'binary', 'not-utf8', 'fifo'])
 def test_a_damaged_index_is_named_and_the_newest_checkpoint_used(trained, tmp_path, entry,
                                                                   damage):
     model_dir = _copy(trained, tmp_path)
     index = os.path.join(model_dir, 'checkpoint')
-    damage(index)
+    said = damage(index)
     evaluated = entry('eval.py', '--model_dir', model_dir).stdout
-    assert re.search(r'warning: %s is damaged; using .*model\.ckpt-40' % re.escape(index),
+    assert re.search(r'warning: %s %s; using .*model\.ckpt-40' % (re.escape(index), said),
                      evaluated), evaluated
     assert re.search(r'model\.ckpt-40 \(step 40\)', evaluated), evaluated
     out = _resume(entry, model_dir).stdout
     assert 'resuming from %s at step 40' % os.path.join(model_dir, 'model.ckpt-40') in out, out
     assert checkpoints.latest_checkpoint(model_dir) == os.path.join(model_dir, 'model.ckpt-60')
+    assert os.path.isfile(index) and not os.path.islink(index)  # train.py wrote a new one
+
+
+def test_an_index_that_is_a_directory_is_read_around_and_refused_for_writing(trained, tmp_path,
+                                                                            entry):
+    model_dir = _copy(trained, tmp_path)
+    index = os.path.join(model_dir, 'checkpoint')
+    os.remove(index)
+    os.mkdir(index)
+    evaluated = entry('eval.py', '--model_dir', model_dir).stdout
+    assert 'warning: %s is not a regular file' % index in evaluated, evaluated
+    before = tree(model_dir)
+    assert_one_line_failure(entry('train.py', '--model_dir', model_dir, '--max_steps', '60',
+                                  *STEPS, check=False),
+                            r'%s is a directory, where TensorFlow writes' % re.escape(index))
+    assert tree(model_dir) == before
 
 
 def _no_index(model_dir):
@@ -161,14 +198,22 @@ def test_only_damaged_checkpoints_stop_the_run_without_writing(trained, tmp_path
 
 
 @pytest.mark.slow
-def test_a_second_writer_is_refused_and_a_killed_runs_lock_does_not_block(tmp_path, entry):
+def test_a_second_writer_is_refused_readers_follow_rotation_and_a_killed_runs_lock_does_not_block(
+        tmp_path, entry):
+    """A run saving every step keeps only its last 5 checkpoints: eval.py and export.py beside
+    it read whichever is newest when their graph is built, even if it was just deleted."""
     model_dir = str(tmp_path / 'run')
-    first = start('--model_dir', model_dir, *LONG)
+    first = start('--model_dir', model_dir, *LONG + ['--save_checkpoint_steps', '1'])
     try:
         wait_for_checkpoint(first, model_dir, 20)
         second = entry('train.py', '--model_dir', model_dir, *LONG, check=False)
         assert_one_line_failure(second, r'%s is in use by another training run \(pid %d on '
                                          r'.+\); wait for it' % (re.escape(model_dir), first.pid))
+        for _ in range(3):
+            evaluated = entry('eval.py', '--model_dir', model_dir).stdout
+            assert re.search(r'model\.ckpt-(\d+) \(step \1\): loss', evaluated), evaluated
+        entry('export.py', '--model_dir', model_dir, '--output', str(tmp_path / 'm.pb'))
+        assert first.poll() is None, 'training ended before the readers: no race was tried'
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.communicate()
@@ -207,3 +252,22 @@ def test_an_explicit_damaged_checkpoint_is_named(trained, tmp_path, entry):
         assert_one_line_failure(failed, r'%s: damaged checkpoint \(unreadable: ' % re.escape(
             checkpoint))
     assert not os.path.exists(str(tmp_path / 'm.pb'))
+
+
+@pytest.mark.parametrize('change, pattern', [
+    (['--batch_size', '16'], r'was started with a global batch of 32 \(--batch_size 32 x 1 '
+                             r'workers\), this run\'s is 16 \(16 x 1\).*Resume with --batch_size '
+                             r'32 on 1 workers'),
+    (['--lr_schedule', 'cosine'], r'was started with --lr_schedule step, this run asks for '
+                                  r'cosine'),
+], ids=['batch', 'schedule'])
+def test_resuming_with_another_batch_or_schedule_is_refused_untouched(trained, tmp_path, entry,
+                                                                      change, pattern):
+    """Resuming on another global batch would rescale the target step and the learning rates
+    (a 2-epoch run stopped at step 39 of 88 ended at step 44): refused, naming both values."""
+    model_dir = _copy(trained, tmp_path)
+    before = tree(model_dir)
+    failed = entry('train.py', '--model_dir', model_dir, '--max_steps', '60', *STEPS, *change,
+                   check=False)
+    assert_one_line_failure(failed, re.escape(model_dir) + ' ' + pattern)
+    assert tree(model_dir) == before

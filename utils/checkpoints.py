@@ -14,6 +14,7 @@ from utils.errors import CheckpointError, first_line
 from utils.log import LOG
 PREFIX = 'model.ckpt'
 INDEX_FILE = 'checkpoint'  # TF's name for the index of a directory's checkpoints
+_LAYER = re.compile(r'/denseblock(\d+)/denselayer(\d+)/')
 _FILE = re.compile(r'^%s-(\d+)\.(?:index|data-(\d+)-of-(\d+))$' % re.escape(PREFIX))
 
 Scan = collections.namedtuple('Scan', 'complete damaged')
@@ -89,9 +90,14 @@ def step_of(path):
 def _index_note(model_dir, latest, damaged):
     """Why `model_dir`'s index does not name `latest` (it is not used either way), or None."""
     index = os.path.join(model_dir, INDEX_FILE)
-    if latest is None or not os.path.exists(index):
+    if latest is None or not os.path.lexists(index):
         return None
-    state = tf.train.get_checkpoint_state(model_dir)
+    if os.path.islink(index) or not os.path.isfile(index):  # a FIFO would block the reader
+        return '%s is not a regular file; using %s, found in the directory' % (index, latest)
+    try:
+        state = tf.train.get_checkpoint_state(model_dir)
+    except (UnicodeDecodeError, ValueError, OSError, tf.errors.OpError):  # binary, garbled
+        state = None
     named = state.model_checkpoint_path if state else ''
     if not named:
         return '%s is damaged; using %s, found in the directory' % (index, latest)
@@ -104,13 +110,22 @@ def _index_note(model_dir, latest, damaged):
     return None
 
 
+def check_index_path(model_dir):
+    """CheckpointError if a directory stands where the index is written (before a run writes
+    anything: TF's saver would fail at the first save)."""
+    path = os.path.join(model_dir, INDEX_FILE)
+    if os.path.isdir(path) and not os.path.islink(path):
+        raise CheckpointError('%s is a directory, where TensorFlow writes its checkpoint index: '
+                              'move it away' % path)
+
+
 def write_index(model_dir, checkpoints):
     """Rewrites `model_dir`'s index to name `checkpoints` (oldest first) relative to the
     directory, so that TF's restore and its deletion of old checkpoints stay inside it; with
-    none, removes the index."""
+    none, removes the index. A symlink or FIFO there is replaced (see `check_index_path`)."""
     path = os.path.join(model_dir, INDEX_FILE)
     if not checkpoints:
-        if os.path.exists(path):
+        if os.path.lexists(path):
             os.remove(path)
         return
     names = [os.path.basename(p) for p in checkpoints]
@@ -138,6 +153,16 @@ def find_checkpoint(model_dir, checkpoint=None):
     return latest
 
 
+def rotated_away(checkpoint):
+    """The newest intact checkpoint of `checkpoint`'s directory if `checkpoint` is gone and that
+    one is newer (a training run deleted it to keep its last few), else None."""
+    if os.path.exists(checkpoint + '.index') or not _FILE.match(
+            os.path.basename(checkpoint) + '.index'):
+        return None
+    latest = latest_checkpoint(os.path.dirname(checkpoint), report=False)
+    return latest if latest and step_of(latest) > step_of(checkpoint) else None
+
+
 def checkpoint_step(checkpoint):
     """The global step `checkpoint` was saved at; 0 for None."""
     return int(tf.train.load_variable(checkpoint, 'global_step')) if checkpoint else 0
@@ -160,3 +185,23 @@ def check_compatible(checkpoint, variables, why=''):
             raise CheckpointError('%s was written by another architecture: %s is %s there, %s '
                                   'in this model%s' % (checkpoint, name, list(saved[name]), shape,
                                                        why))
+
+
+def check_layer_counts(checkpoint, nb_layers, why=''):
+    """CheckpointError naming the first dense block whose layer count in `checkpoint` differs
+    from `nb_layers` (per block); read from the variable names alone, without a graph."""
+    try:
+        names = [name for name, _ in tf.train.list_variables(checkpoint)]
+    except (tf.errors.OpError, ValueError) as e:
+        raise CheckpointError('%s: unreadable checkpoint (%s)' % (checkpoint, first_line(e)))
+    counts = collections.Counter()
+    for block, layer in set(m.groups() for m in map(_LAYER.search, names) if m):
+        counts[int(block)] = max(counts[int(block)], int(layer))
+    if not counts:
+        return  # not a DenseNet of this package: the shape check names what differs
+    for block, layers in enumerate(nb_layers, 1):
+        if counts[block] != layers:
+            raise CheckpointError(
+                '%s was written by another architecture: dense block %d has %d layers there, '
+                '%d in this model%s' % (checkpoint, block, counts[block], layers,
+                                        ' (%s)' % why if why else ''))

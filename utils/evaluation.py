@@ -55,9 +55,8 @@ def evaluate(dataset, model, batch_size, data_format, checkpoint=None, keras_wei
         images, labels = iterator.get_next()
         totals = metrics(images, labels, dataset, model, data_format, fp16)
         with tf.Session() as sess:
-            restorer(checkpoint, keras_weights, why)(sess, tf.global_variables())
+            restored, step = restorer(checkpoint, keras_weights, why)(sess, tf.global_variables())
             results = run(sess, iterator, totals)
-    results['checkpoint'] = checkpoint or keras_weights
-    results['global_step'] = int(tf.train.load_variable(checkpoint, 'global_step')
-                                 if checkpoint else 0)
+    results['checkpoint'] = restored or keras_weights
+    results['global_step'] = step
     return results

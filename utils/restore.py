@@ -2,7 +2,7 @@
 (.h5), each checked against the graph first (CheckpointError with a one-line reason)."""
 from models.compat import tf
 from models.keras_import import assign
-from utils.checkpoints import check_compatible
+from utils.checkpoints import check_compatible, rotated_away
 from utils.errors import CheckpointError
 from utils.log import LOG
 
@@ -18,18 +18,33 @@ def keras_weights_for(path, variables, new_classifier=False):
 
 
 def restorer(checkpoint=None, keras_weights=None, why=''):
-    """fn(sess, variables) filling a model's variables from a checkpoint, or else from a Keras
-    DenseNet .h5; either is checked against the graph first (CheckpointError if it does not
-    fit; `why` as in `check_compatible`)."""
+    """fn(sess, variables) -> (checkpoint restored, its global step) filling a model's variables
+    from a checkpoint, or else from a Keras DenseNet .h5 (then (None, 0)); either is checked
+    against the graph first (CheckpointError if it does not fit; `why` as in
+    `check_compatible`). A checkpoint that a training run's rotation deletes while it is read
+    is replaced by the directory's newest, with a warning: eval.py and export.py may run
+    beside a training run that saves often."""
 
     def restore(sess, variables):
-        if checkpoint:
-            check_compatible(checkpoint, variables, why)
-            tf.train.Saver(variables).restore(sess, checkpoint)
-        else:
+        if not checkpoint:
             pairs, _ = keras_weights_for(keras_weights, variables)
             sess.run(tf.variables_initializer(variables))
             assign(sess, pairs)
+            return None, 0
+        path = checkpoint
+        while True:
+            try:
+                check_compatible(path, variables, why)
+                step = int(tf.train.load_variable(path, 'global_step'))
+                tf.train.Saver(variables).restore(sess, path)
+                return path, step
+            except (tf.errors.OpError, CheckpointError, ValueError):
+                newer = rotated_away(path)
+                if not newer:
+                    raise
+                LOG.warning('warning: %s was deleted while being read (a training run rotating '
+                            'its checkpoints?); using %s', path, newer)
+                path = newer
     return restore
 
 

@@ -1,9 +1,10 @@
 """What a training run does to its --model_dir before the first write: take the directory for
-itself (one writer at a time), prove it writable and large enough, and point TF's checkpoint
-index at this directory's own checkpoints."""
+itself (one writer at a time), prove it writable and large enough, point TF's checkpoint
+index at this directory's own checkpoints, and keep a resumed run on the schedule it started."""
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ from utils import checkpoints
 from utils.errors import TrainingError
 
 LOCK_FILE = 'train.lock'
+SCHEDULE_FILE = 'schedule.json'  # what a resumed run must keep: see `check_schedule`
 # The first save writes the meta graph and an events file holding the graph twice (the graph and
 # the meta graph, with shapes: ~4x); each later checkpoint has its own meta graph.
 GRAPH_COPIES = 6
@@ -28,6 +30,50 @@ def check_not_in_use(model_dir):
         _lock(fd, model_dir)
     finally:
         os.close(fd)
+
+
+def schedule(batch_size, workers, lr_schedule):
+    """What fixes a run's steps and learning rates besides its length: the global batch (steps
+    per epoch) and the schedule's shape."""
+    return dict(batch_size=batch_size, workers=workers, lr_schedule=lr_schedule)
+
+
+def check_schedule(model_dir, current):
+    """TrainingError, before anything is written, if the run in `model_dir` was started with
+    another global batch or schedule than `current` (a `schedule()`): resuming would silently
+    rescale the target step and the learning rates. Runs of earlier versions have no record."""
+    path = os.path.join(model_dir, SCHEDULE_FILE)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        saved = dict(batch_size=int(saved['batch_size']), workers=int(saved['workers']),
+                     lr_schedule=str(saved['lr_schedule']))
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise TrainingError('%s: unreadable (%s); it records how the run was started: restore '
+                            'it or use a new --model_dir' % (path, e))
+    if saved['batch_size'] * saved['workers'] != current['batch_size'] * current['workers']:
+        raise TrainingError(
+            '%s was started with a global batch of %d (--batch_size %d x %d workers), this run\'s '
+            'is %d (%d x %d): its steps and learning rates would rescale. Resume with '
+            '--batch_size %d on %d workers, or use a new --model_dir' % (
+                model_dir, saved['batch_size'] * saved['workers'], saved['batch_size'],
+                saved['workers'], current['batch_size'] * current['workers'],
+                current['batch_size'], current['workers'], saved['batch_size'],
+                saved['workers']))
+    if saved['lr_schedule'] != current['lr_schedule']:
+        raise TrainingError('%s was started with --lr_schedule %s, this run asks for %s: resume '
+                            'with --lr_schedule %s, or use a new --model_dir' % (
+                                model_dir, saved['lr_schedule'], current['lr_schedule'],
+                                saved['lr_schedule']))
+
+
+def record_schedule(model_dir, current):
+    path = os.path.join(model_dir, SCHEDULE_FILE)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(current, f, sort_keys=True)
+    os.replace(path + '.tmp', path)
 
 
 def _lock(fd, model_dir):
@@ -48,14 +94,24 @@ def claim(model_dir, variables, graph_bytes, resume=None):
     (flock: the kernel releases it when the process dies, so a killed run never blocks the
     next), checks that a file can be written and synced and that the disk holds the run's
     first saves, and rewrites the index to name the checkpoints up to `resume` by relative
-    path (none: a new run, which an index of another directory's checkpoints must not restore). TrainingError, with nothing written, when another run holds the directory."""
+    path (none: a new run, which an index of another directory's checkpoints must not
+    restore). TrainingError when another run holds the directory, or it is not writable or too
+    small: then it is left as it was found (no lock file, not even the directory)."""
+    checkpoints.check_index_path(model_dir)
+    lock = os.path.join(model_dir, LOCK_FILE)
+    made = not os.path.isdir(model_dir)
     try:
         os.makedirs(model_dir, exist_ok=True)
-        fd = os.open(os.path.join(model_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        created = not os.path.exists(lock)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise TrainingError('cannot write to --model_dir %s: %s' % (model_dir, e.strerror or e))
     try:
-        _lock(fd, model_dir)
+        try:
+            _lock(fd, model_dir)
+        except TrainingError:
+            created = False  # the other run's lock file
+            raise
         os.ftruncate(fd, 0)
         os.write(fd, ('pid %d on %s' % (os.getpid(), socket.gethostname())).encode())
         _probe(model_dir)
@@ -63,6 +119,14 @@ def claim(model_dir, variables, graph_bytes, resume=None):
         checkpoints.write_index(model_dir, [
             p for p in checkpoints.scan(model_dir, verify=False).complete
             if resume and checkpoints.step_of(p) <= checkpoints.step_of(resume)])
+    except BaseException:
+        os.close(fd)
+        if created:  # a refused run leaves the directory as it found it
+            os.remove(lock)
+            if made:
+                os.rmdir(model_dir)
+        raise
+    try:
         yield
     finally:
         os.close(fd)

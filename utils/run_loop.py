@@ -30,7 +30,9 @@ def train(dataset, model, config, extra_hooks=()):
         LOG.info('%s is already trained to step %d (target %d): nothing to do',
                  config.model_dir, start, last_step)
         return start
+    trained_as = run_dir.schedule(config.batch_size, dist.size, config.lr_schedule)
     if start:
+        run_dir.check_schedule(config.model_dir, trained_as)
         LOG.info('resuming from %s at step %d%s', resume, start,
                  '; --init_from_keras only starts new runs' if config.init_from_keras else '')
     with tf.Graph().as_default(), contextlib.ExitStack() as claimed:
@@ -55,6 +57,7 @@ def train(dataset, model, config, extra_hooks=()):
                 config.model_dir, tf.global_variables(),
                 tf.get_default_graph().as_graph_def().ByteSize(), resume))
             model.save(config.model_dir)
+            run_dir.record_schedule(config.model_dir, trained_as)
             LOG.info('training %s on %s: batch %d per worker, %s, %s', model.title,
                      model.data_name, config.batch_size, config.efficient,
                      'fp16' if config.fp16 else 'fp32')
