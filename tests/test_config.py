@@ -10,6 +10,7 @@ import shutil
 import pytest
 
 import eval as eval_script
+import export
 import train
 from conftest import DIGITS_BC16, ROOT
 from models import Recomputation
@@ -199,8 +200,8 @@ def test_a_checkpoint_of_another_model_without_config_json_is_refused_untouched(
     other = entry('train.py', '--model_dir', model_dir, '--max_steps', '44', '--depth', '22',
                   '--growth_rate', '4', check=False)
     assert other.returncode == 1 and re.match(
-        r'error: \S+model\.ckpt-40 was written by another architecture: it has no variable '
-        r'densenet/denseblock1/denselayer3/', other.stderr), other.stderr
+        r'error: \S+model\.ckpt-40 was written by another architecture: dense block 1 has 2 '
+        r'layers there, 3 in this model', other.stderr), other.stderr
     assert sorted(os.listdir(model_dir)) == before
 
 
@@ -224,3 +225,45 @@ def test_the_schedule_flag_and_the_dataset_default():
     assert resolve.train_config(args, DIGITS_BC16, 'channels_last').lr_schedule == 'cosine'
     digits = resolve.train_config(train.parse_args([]), DIGITS_BC16, 'channels_last')
     assert digits.lr_schedule == resolve.DEFAULTS['digits'].lr_schedule == 'step'
+
+
+@pytest.mark.parametrize('flag, value', [
+    ('--train_epochs', 'inf'), ('--train_epochs', 'nan'), ('--learning_rate', '1e309'),
+    ('--learning_rate', '1e39'), ('--weight_decay', '-1'), ('--max_steps', '100000000000000000000'),
+    ('--max_steps', '10^20'), ('--batch_size', '2147483648'), ('--momentum', 'x'),
+    ('--epochs_per_eval', '1e400'),
+])
+def test_numbers_that_overflow_are_usage_errors_naming_the_flag(capsys, flag, value):
+    with pytest.raises(SystemExit) as exited:
+        train.parse_args([flag, value])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'argument %s' % flag in err[0] and repr(value) in err[0], err
+
+
+def test_an_epoch_count_no_run_could_reach_is_refused():
+    args = train.parse_args(['--train_epochs', '1e30'])
+    config = resolve.train_config(args, DIGITS_BC16, 'channels_last')
+    with pytest.raises(UsageError, match=r'--train_epochs 1e\+30 is [\d.e+]+ steps of 64 images; '
+                                         r'at most 2147483647 steps'):
+        config.total_steps(60000)
+    assert resolve.train_config(train.parse_args(['--train_epochs', '1e30', '--max_steps', '5']),
+                                DIGITS_BC16, 'channels_last').total_steps(60000) == 5
+    huge = resolve.train_config(train.parse_args(['--epochs_per_eval', '1e38']), DIGITS_BC16,
+                                'channels_last')
+    assert huge.eval_every_steps(60000) == 2 ** 31 - 1
+
+
+@pytest.mark.parametrize('path, message', [
+    ('run[1]', r"'run\[1\]': TensorFlow reads checkpoint paths as glob patterns"),
+    ('runs/*', r'glob patterns'), ('x' * 3990, r'a path of \d+ characters .*no room for checkpoint'),
+    ('a/' + 'y' * 256, r'its longest name 256'), ('', r'expected a path'),
+])
+@pytest.mark.parametrize('script', [train, eval_script, export])
+def test_a_model_dir_tensorflow_cannot_use_is_refused_up_front(capsys, tmp_path, script, path,
+                                                                message):
+    with pytest.raises(SystemExit) as exited:
+        script.parse_args(['--model_dir', path])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'argument --model_dir' in err[0] and re.search(message, err[0]), err

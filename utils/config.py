@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 from models import MODEL_NAMES
 from models.densenet import Recomputation
 from utils.data import CLASSES
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, UsageError
 
 DATASET_NAMES = tuple(CLASSES)  # what config.json may name (a synthetic run: the one it mimics)
 
@@ -127,6 +127,9 @@ class ModelConfig(object):
         os.replace(path + '.tmp', path)
 
 
+MAX_STEPS = 2 ** 31 - 1  # int32's largest: the most steps a run may have, the largest integer flag
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(object):
     """How the model is trained. `batch_size` and `learning_rate` are per worker (None: the
@@ -164,11 +167,17 @@ class TrainConfig(object):
         return max(1, train_size // (self.batch_size * workers))
 
     def total_steps(self, train_size, workers=1):
-        """The global step training stops at."""
+        """The global step training stops at; UsageError beyond MAX_STEPS (an epoch count
+        that no run could reach, or that overflows TensorFlow's step counters)."""
         if self.max_steps:
             return self.max_steps
-        return int(math.ceil(self.train_epochs * self.steps_per_epoch(train_size, workers)))
+        steps = self.train_epochs * self.steps_per_epoch(train_size, workers)
+        if not steps <= MAX_STEPS:
+            raise UsageError('--train_epochs %g is %g steps of %d images; at most %d steps' % (
+                self.train_epochs, steps, self.batch_size * workers, MAX_STEPS))
+        return int(math.ceil(steps))
 
     def eval_every_steps(self, train_size, workers=1):
-        return max(1, int(self.epochs_per_eval * self.steps_per_epoch(train_size, workers)))
+        steps = self.epochs_per_eval * self.steps_per_epoch(train_size, workers)
+        return max(1, int(min(steps, MAX_STEPS)))  # more than any run's steps: at the end
 

@@ -4,15 +4,18 @@ Only declarations and value parsers live here: what the flags mean together (def
 saved config.json or the dataset, the layout, the learning rate) is `utils.resolve`'s job.
 """
 import argparse
+import os
 
 from models import MODEL_NAMES, Recomputation
 from models.keras_import import KERAS_MODELS
 from models.layers import DATA_FORMATS
+from utils.config import MAX_STEPS
 from utils.data import DATASETS, SYNTHETIC_LIKE
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
 MAX_BLOCKS = 4  # the most dense blocks any model here has; the model checks its own count
+MAX_FLOAT32 = 3.4028234663852886e38
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -64,7 +67,8 @@ def train_parser(description=None):
 def eval_parser(description=None):
     parser = ArgumentParser(prog='eval.py', description=description)
     _model_flags(parser)
-    parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
+    parser.add_argument('--checkpoint', type=run_path, default=None,
+                        help='default: the latest in --model_dir')
     parser.add_argument('--json', default=None, help='also write the results to this file')
     _keras_flag(parser, 'evaluate instead of a checkpoint')
     return parser
@@ -84,8 +88,9 @@ class _ExportParser(ArgumentParser):
 
 def export_parser(description=None):
     parser = _ExportParser(prog='export.py', description=description)
-    parser.add_argument('--model_dir', default='runs/model')
-    parser.add_argument('--checkpoint', default=None, help='default: the latest in --model_dir')
+    parser.add_argument('--model_dir', type=run_path, default='runs/model')
+    parser.add_argument('--checkpoint', type=run_path, default=None,
+                        help='default: the latest in --model_dir')
     parser.add_argument('--output', default=None, help='frozen GraphDef (.pb) to write')
     parser.add_argument('--saved_model', default=None, help='SavedModel directory to write')
     parser.add_argument('--predict', default=None, metavar='MODEL_PB',
@@ -113,7 +118,7 @@ def _model_flags(parser):
     parser.add_argument('--data_dir', default=None,
                         help='where the dataset lives (fashion_mnist: Debian\'s '
                              '/usr/share/datasets/fashion-mnist when it exists)')
-    parser.add_argument('--model_dir', default='runs/model',
+    parser.add_argument('--model_dir', type=run_path, default='runs/model',
                         help='checkpoints, TensorBoard summaries and config.json')
     parser.add_argument('--model', choices=MODEL_NAMES, default=None,
                         help='densenet_bc (with --depth/--growth_rate) or densenet121/169/201/264')
@@ -200,23 +205,50 @@ def batch_range(value):
     return result
 
 
+# What a checkpoint's file names add to --model_dir: "/model.ckpt-2147483647.data-00000-of-00001"
+# and the saver's temporary suffix.
+CHECKPOINT_NAME_ROOM = 100
+
+
+def run_path(value):
+    """A --model_dir or --checkpoint path TensorFlow can use: its checkpoint reader takes paths
+    as glob patterns (a directory `run[1]` would train once, then never find its checkpoints),
+    and a path too long for its checkpoint files would fail only at the first save."""
+    if not value or set(value) & set('*?['):
+        raise argparse.ArgumentTypeError(
+            '%r: TensorFlow reads checkpoint paths as glob patterns; use a path without *, ? '
+            'or [' % value if value else 'expected a path')
+    limit = os.pathconf('/', 'PC_PATH_MAX')
+    longest = max(len(part) for part in value.split(os.sep))
+    if len(os.path.abspath(value)) + CHECKPOINT_NAME_ROOM > limit or longest > 255:
+        raise argparse.ArgumentTypeError(
+            'a path of %d characters (its longest name %d) leaves no room for checkpoint files '
+            '(at most %d characters, 255 per name)' % (len(os.path.abspath(value)), longest,
+                                                       limit - CHECKPOINT_NAME_ROOM))
+    return value
+
+
 def positive_int(value):
+    """An integer in [1, MAX_STEPS] (int32's largest): steps, sizes and depths beyond it are
+    typing errors."""
     try:
         number = int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError('expected a positive integer, got %r' % value)
-    if number <= 0:
-        raise argparse.ArgumentTypeError('expected a positive integer, got %r' % value)
+        number = 0
+    if not 0 < number <= MAX_STEPS:
+        raise argparse.ArgumentTypeError('expected a positive integer up to %d, got %r'
+                                         % (MAX_STEPS, value))
     return number
 
 
 def non_negative(value):
+    """A finite number in [0, float32's largest]: it becomes a float32 in the graph."""
     try:
         number = float(value)
     except ValueError:
         number = float('nan')
-    if not number >= 0.0:
-        raise argparse.ArgumentTypeError('expected a number >= 0, got %r' % value)
+    if not 0.0 <= number <= MAX_FLOAT32:
+        raise argparse.ArgumentTypeError('expected a finite number >= 0, got %r' % value)
     return number
 
 
@@ -228,7 +260,10 @@ def positive(value):
 
 
 def fraction(value):
-    number = float(value)
+    try:
+        number = float(value)
+    except ValueError:
+        number = float('nan')
     if not 0.0 <= number < 1.0:
         raise argparse.ArgumentTypeError('expected a number in [0, 1), got %r' % value)
     return number
