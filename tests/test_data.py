@@ -1,11 +1,15 @@
 """Input pipelines on data the tests make: CIFAR binary and python releases, ImageNet TFRecords,
 digits, synthetic; malformed inputs; the download helper against a loopback HTTP server."""
 import hashlib
+import http.server
 import io
+import logging
 import os
 import pickle
 import re
 import tarfile
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from helpers import (Payload, cifar_images, make_cifar10_bin, make_cifar_py, mak
                      python_batch, take, write_cifar_bin)
 from models.compat import tf
 from utils import data
+from utils.data import download
 from utils.data.download import download_cifar
 
 
@@ -229,7 +234,7 @@ def test_download_checks_md5_and_extracts(tmp_path, http_server):
     with pytest.raises(data.DataError, match='MD5'):
         download_cifar('cifar10', dest, url=url, md5='0' * 32, progress=False)
     assert not os.path.exists(os.path.join(dest, 'cifar-10-batches-bin'))
-    with pytest.raises(data.DataError, match=r'got \d+ bytes, expected 5'):
+    with pytest.raises(data.DataError, match=r'the server announces \d+ bytes, expected 5'):
         download_cifar('cifar10', dest, url=url, size=5, md5=hashlib.md5(blob).hexdigest(),
                        progress=False)
     out = download_cifar('cifar10', dest, url=url, size=len(blob),
@@ -240,6 +245,70 @@ def test_download_checks_md5_and_extracts(tmp_path, http_server):
     with pytest.raises(data.DataError, match='download failed'):
         download_cifar('cifar10', os.path.join(str(tmp_path), 'other'),
                        url=http_server + 'missing.tar.gz', progress=False)
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    """/trickle: a byte every 0.2 s; /endless: zeros without end, no Content-Length."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        try:
+            while True:
+                if self.path.startswith('/trickle'):
+                    self.wfile.write(b'x')
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                else:
+                    self.wfile.write(bytes(1 << 16))
+        except OSError:  # the client hung up: what the test wants
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_server():
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _HostileHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield 'http://127.0.0.1:%d/' % server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize('path, pattern', [
+    ('trickle/cifar-10-binary.tar.gz', r'trickle/cifar-10-binary\.tar\.gz: stalled \(\d+ bytes in '
+                                       r'the last 1 s\); stopped after \d+ bytes'),
+    ('endless/cifar-10-binary.tar.gz', r'endless/cifar-10-binary\.tar\.gz: more than the 1000000 '
+                                       r'bytes expected; stopped'),
+])
+def test_a_trickling_or_endless_download_is_bounded_and_leaves_nothing(
+        tmp_path, hostile_server, monkeypatch, path, pattern):
+    monkeypatch.setattr(download, 'STALL_SECONDS', 1.0)
+    monkeypatch.setattr(download, 'MAX_BYTES', 10 ** 7)
+    dest = str(tmp_path / 'data')
+    with pytest.raises(data.DataError, match=pattern):
+        download_cifar('cifar10', dest, url=hostile_server + path, size=10 ** 6, progress=False)
+    assert os.listdir(dest) == []
+    # No size given: MAX_BYTES bounds it.
+    if path.startswith('endless'):
+        with pytest.raises(data.DataError, match=r'more than the 10000000 bytes'):
+            download_cifar('cifar10', dest, url=hostile_server + path, progress=False)
+        assert os.listdir(dest) == []
+
+
+def test_the_mirror_is_tried_before_the_official_address(tmp_path, http_server, monkeypatch,
+                                                         caplog):
+    blob = _cifar_archive(tmp_path)
+    monkeypatch.setenv(download.MIRROR_ENV, http_server)
+    monkeypatch.setitem(download.ARCHIVES, 'cifar10', download.ARCHIVES['cifar10'][:1] + (
+        len(blob), hashlib.md5(blob).hexdigest(), 'cifar-10-batches-bin'))
+    caplog.set_level(logging.INFO)
+    out = download_cifar('cifar10', str(tmp_path / 'data'), progress=False)
+    assert sorted(os.listdir(out))[0] == 'data_batch_1.bin'
+    assert 'downloading %scifar-10-binary.tar.gz' % http_server in caplog.text
 
 
 def test_download_refuses_archive_escaping_the_directory(tmp_path, http_server):

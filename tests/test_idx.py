@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import struct
 
 import numpy as np
 import pytest
@@ -100,8 +101,51 @@ def _overlong(d):
     return path, r'overlong IDX file'
 
 
+def _wrapping_header(d):
+    """Dimensions whose product wraps int64 to a small number: 2^32-1 x 2^32-1 x ... ."""
+    path = os.path.join(d, 'train-images-idx3-ubyte')
+    with open(path, 'r+b') as f:
+        f.seek(4)
+        f.write(struct.pack('>3I', 2 ** 32 - 1, 2 ** 32 - 1, 2 ** 31))
+    return path, r'announces 4294967295x4294967295x2147483648 values .* more than the'
+
+
+def _gzip_bomb(d):
+    """A plausible header followed by far more zeros than it announces, compressed ~1000:1:
+    read whole, it would take 200 MB; read as the header says, 31 KB."""
+    path = os.path.join(d, 't10k-images-idx3-ubyte')
+    os.remove(path)
+    with gzip.open(path + '.gz', 'wb') as f:
+        f.write(struct.pack('>HBB3I', 0, 8, 3, 40, 28, 28))
+        for _ in range(200):
+            f.write(bytes(2 ** 20))
+    return path + '.gz', r'overlong IDX file \(more than 31376 bytes'
+
+
+def _directory(d):
+    path = os.path.join(d, 'train-labels-idx1-ubyte')
+    os.remove(path)
+    os.mkdir(path)
+    return path, r'not a regular file'
+
+
+def _fifo(d):
+    path = os.path.join(d, 'train-labels-idx1-ubyte')
+    os.remove(path)
+    os.mkfifo(path)
+    return path, r'not a regular file'
+
+
+def _symlink_loop(d):
+    path = os.path.join(d, 'train-labels-idx1-ubyte')
+    os.remove(path)
+    os.symlink(path, path)
+    return path, r'unreadable \(Too many levels of symbolic links\)'
+
+
 BAD_FILES = [_truncated, _bad_magic, _count_mismatch, _label_out_of_range, _wrong_size,
-             _missing, _bad_gzip, _overlong]
+             _missing, _bad_gzip, _overlong, _wrapping_header, _gzip_bomb, _directory, _fifo,
+             _symlink_loop]
 
 
 @pytest.mark.parametrize('damage', BAD_FILES, ids=[f.__name__[1:] for f in BAD_FILES])
@@ -163,6 +207,7 @@ def test_train_downloads_each_dataset_into_its_own_directory(tmp_path, http_serv
     md5s = serve_idx(str(tmp_path))
     for name in ('mnist', 'fashion_mnist'):
         monkeypatch.setitem(download.IDX_FILES, name, ([http_server + 'official/'], md5s))
+        monkeypatch.setitem(download.IDX_SIZES, name, dict.fromkeys(md5s))  # unknown: bounded
     monkeypatch.setattr(data.FashionMnist, 'SYSTEM_DIR', str(tmp_path / 'no-package'))
     work = tmp_path / 'work'
     work.mkdir()
@@ -186,6 +231,7 @@ def test_official_addresses_and_checksums_are_complete():
             assert sorted(md5s) == sorted(n + '.gz' for n in NAMES)
             assert all(re.match(r'^[0-9a-f]{32}$', m) for m in md5s.values())
             assert all(u.startswith('http') and u.endswith('/') for u in urls)
+            assert sorted(download.IDX_SIZES[name]) == sorted(md5s)
         else:
             assert name in download.ARCHIVES
 

@@ -1,13 +1,27 @@
 """Fetch a dataset's official files and check their size and MD5: CIFAR's archive (extracted
-safely), MNIST's and Fashion-MNIST's four IDX files (kept gzipped, as the reader takes them)."""
+safely), MNIST's and Fashion-MNIST's four IDX files (kept gzipped, as the reader takes them).
+
+Every download is bounded: no more bytes than the file's known size (MAX_BYTES where it is not
+known), and a transfer that brings fewer than STALL_BYTES in STALL_SECONDS is abandoned, so a
+trickling or endless server ends in one line, not a hang or a full disk. The partial file is
+removed on every way out. DENSENET_DATA_MIRROR=URL (a directory holding the files by their
+official names) is tried before the official addresses.
+"""
 import hashlib
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.request
 
 from utils.errors import DataError
+from utils.log import LOG
+
+MIRROR_ENV = 'DENSENET_DATA_MIRROR'
+MAX_BYTES = 2 ** 30
+STALL_SECONDS = 60.0
+STALL_BYTES = 64 * 1024
 
 _BASE = 'https://www.cs.toronto.edu/~kriz/'
 # dataset -> (archive, size in bytes, md5, directory it unpacks to); the binary releases.
@@ -18,7 +32,7 @@ ARCHIVES = {
                  'cifar-100-binary'),
 }
 # dataset -> (addresses tried in order, {file: md5}). MNIST's own site now refuses most
-# downloads, so its mirror (the one torchvision uses) comes first.
+# downloads, so its mirror (the one torchvision uses) comes first. IDX_SIZES: their sizes.
 IDX_FILES = {
     'fashion_mnist': (('http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',), {
         'train-images-idx3-ubyte.gz': '8d4fb7e6c68d591d4c3dfef9ec88bf0d',
@@ -32,6 +46,18 @@ IDX_FILES = {
         't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
         't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c'}),
 }
+IDX_SIZES = {
+    'fashion_mnist': {'train-images-idx3-ubyte.gz': 26421880, 'train-labels-idx1-ubyte.gz': 29515,
+                      't10k-images-idx3-ubyte.gz': 4422102, 't10k-labels-idx1-ubyte.gz': 5148},
+    'mnist': {'train-images-idx3-ubyte.gz': 9912422, 'train-labels-idx1-ubyte.gz': 28881,
+              't10k-images-idx3-ubyte.gz': 1648877, 't10k-labels-idx1-ubyte.gz': 4542},
+}
+
+
+def mirrored(urls, name):
+    """`urls` (addresses of file `name`), after the mirror's copy if DENSENET_DATA_MIRROR is set."""
+    mirror = os.environ.get(MIRROR_ENV)
+    return ([mirror.rstrip('/') + '/' + name] if mirror else []) + list(urls)
 
 
 def download(name, data_dir, progress=True):
@@ -51,10 +77,11 @@ def download_idx(name, data_dir, base_urls=None, md5s=None, progress=True):
     for archive, md5 in sorted(md5s.items()):
         if any(os.path.isfile(os.path.join(data_dir, n)) for n in (archive, archive[:-3])):
             continue
+        size = IDX_SIZES[name][archive] if md5 == official_md5s.get(archive) else None
         errors = []
-        for base in base_urls:
+        for url in mirrored([base + archive for base in base_urls], archive):
             try:
-                _download_file(base + archive, data_dir, archive, None, md5, progress)
+                _download_file(url, data_dir, archive, size, md5, progress)
                 break
             except DataError as e:
                 errors.append(str(e))
@@ -74,7 +101,7 @@ def _download_file(url, data_dir, name, size, md5, progress, then=None):
         raise DataError('cannot download into --data_dir %s: %s' % (data_dir, e.strerror or e))
     try:
         with os.fdopen(fd, 'wb') as out:
-            digest = _fetch(url, out, progress)
+            digest = _fetch(url, out, size, progress)
         got = os.path.getsize(tmp)
         if size is not None and got != size:
             raise DataError('%s: got %d bytes, expected %d' % (url, got, size))
@@ -96,40 +123,67 @@ def download_cifar(name, data_dir, url=None, size=None, md5=None, progress=True)
     target = os.path.join(data_dir, subdir)
     if os.path.isdir(target):
         return target
-    url = url or _BASE + archive
-    size = official_size if size is None and url == _BASE + archive else size
+    official = url is None
     md5 = md5 or official_md5
-    _download_file(url, data_dir, archive, size, md5, progress,
-                   then=lambda path: _extract(path, data_dir, subdir))
+    errors = []
+    for url in mirrored([_BASE + archive], archive) if official else [url]:
+        try:
+            _download_file(url, data_dir, archive, official_size if official else size, md5,
+                           progress, then=lambda path: _extract(path, data_dir, subdir))
+            break
+        except DataError as e:
+            errors.append(str(e))
+    else:
+        raise DataError('; '.join(errors))
     if not os.path.isdir(target):
         raise DataError('%s: the archive has no %s/ directory' % (url, subdir))
     return target
 
 
-def _fetch(url, out, progress):
+def _fetch(url, out, size, progress):
+    """Copies `url` into file `out` and returns its MD5; DataError beyond `size` (or MAX_BYTES)
+    bytes, or when fewer than STALL_BYTES arrive in STALL_SECONDS."""
+    limit = MAX_BYTES if size is None else size
     md5 = hashlib.md5()
     try:
-        response = urllib.request.urlopen(url, timeout=60)
+        response = urllib.request.urlopen(url, timeout=STALL_SECONDS)
     except (OSError, ValueError) as e:
         raise DataError('%s: download failed (%s)' % (url, e))
     with response:
-        total = int(response.headers.get('Content-Length') or 0) or None
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, unit='B', unit_scale=True, desc=os.path.basename(url),
-                       disable=None)
-        while True:
-            chunk = response.read(1 << 20)
-            if not chunk:
-                break
-            out.write(chunk)
-            md5.update(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+        announced = int(response.headers.get('Content-Length') or 0) or None
+        if announced and announced > limit:
+            raise DataError('%s: the server announces %d bytes, expected %s' % (
+                url, announced, size if size is not None else 'at most %d' % MAX_BYTES))
+        LOG.info('downloading %s (%s)', url, '%.1f MB' % ((announced or size) / 1e6)
+                 if announced or size else 'size unknown')
+        from tqdm import tqdm
+        with tqdm(total=announced or size, unit='B', unit_scale=True,
+                  desc=os.path.basename(url), disable=None if progress else True) as bar:
+            _copy(url, response, out, md5, limit, bar)
     return md5.hexdigest()
+
+
+def _copy(url, response, out, md5, limit, bar):
+    got, window_start, window_bytes = 0, time.monotonic(), 0
+    while True:
+        try:
+            chunk = response.read1(1 << 16)
+        except OSError as e:  # socket.timeout included: nothing for STALL_SECONDS
+            raise DataError('%s: download failed after %d bytes (%s)' % (url, got, e))
+        if not chunk:
+            return
+        got += len(chunk)
+        if got > limit:
+            raise DataError('%s: more than the %d bytes expected; stopped' % (url, limit))
+        out.write(chunk)
+        md5.update(chunk)
+        bar.update(len(chunk))
+        window_bytes += len(chunk)
+        if window_bytes >= STALL_BYTES:
+            window_start, window_bytes = time.monotonic(), 0
+        elif time.monotonic() - window_start > STALL_SECONDS:
+            raise DataError('%s: stalled (%d bytes in the last %g s); stopped after %d bytes'
+                            % (url, window_bytes, STALL_SECONDS, got))
 
 
 def _extract(path, data_dir, subdir):

@@ -5,8 +5,11 @@ An IDX file is a big-endian header (two zero bytes, a type byte, the number of d
 one uint32 per dimension) followed by the values; both datasets use unsigned bytes (type 0x08):
 images are (N, rows, cols), labels (N,).
 """
+import functools
 import gzip
+import operator
 import os
+import stat
 import struct
 import zlib
 
@@ -19,43 +22,58 @@ from utils.errors import DataError
 UBYTE = 0x08
 
 
+MAX_BYTES = 2 ** 30  # the most values an IDX file here may hold (MNIST's largest: 47 MB)
+
+
 def find(directory, name):
-    """`directory/name.gz` or `directory/name`, whichever exists (the .gz first), else None."""
+    """`directory/name.gz` or `directory/name`, whichever exists (the .gz first), else None.
+    Anything by that name counts: `read` says what is wrong with a directory or FIFO."""
     for candidate in (name + '.gz', name):
         path = os.path.join(directory, candidate)
-        if os.path.isfile(path):
+        if os.path.lexists(path):
             return path
     return None
 
 
 def read(path, dims):
     """The uint8 array of IDX file `path`, which must have `dims` dimensions; DataError naming the
-    file for anything else (wrong magic number or type, truncated, trailing bytes, bad gzip)."""
+    file for anything else (not a regular file, wrong magic number or type, truncated, trailing
+    bytes, bad gzip). The header is checked before the values are read, and no more bytes are
+    decompressed than it announces (plus one): a gzip bomb is refused, not inflated."""
     try:
-        if path.endswith('.gz'):
-            with gzip.open(path, 'rb') as f:
-                raw = f.read()
-        else:
-            with open(path, 'rb') as f:
-                raw = f.read()
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataError('%s: not a regular file' % path)
+        with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
+            shape, size = _header(path, f.read(4 + 4 * dims), dims)
+            raw = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise DataError('%s: unreadable (%s)' % (path, getattr(e, 'strerror', None) or e))
-    header = 4 + 4 * dims
-    if len(raw) < header:
+    if len(raw) != size:
+        raise DataError('%s: %s IDX file (%s bytes; its header %s needs %d)' % (
+            path, 'truncated' if len(raw) < size else 'overlong',
+            len(raw) + 4 + 4 * dims if len(raw) <= size else 'more than %d' % (4 + 4 * dims + size),
+            'x'.join(map(str, shape)), 4 + 4 * dims + size))
+    return np.frombuffer(raw, np.uint8).reshape(shape)
+
+
+def _header(path, header, dims):
+    """(shape, number of value bytes) from an IDX header, checked: magic number, type,
+    dimensions, and a size below MAX_BYTES (Python integers: no product wraps around)."""
+    if len(header) < 4 + 4 * dims:
         raise DataError('%s: truncated IDX file (%d bytes, the header alone is %d)' % (
-            path, len(raw), header))
-    zeros, kind, ndim = struct.unpack('>HBB', raw[:4])
+            path, len(header), 4 + 4 * dims))
+    zeros, kind, ndim = struct.unpack('>HBB', header[:4])
     if zeros != 0 or kind != UBYTE or ndim != dims:
         raise DataError('%s: not an IDX file of %d-dimensional unsigned bytes (magic number '
-                        '0x%08x, expected 0x%08x)' % (path, dims, struct.unpack('>I', raw[:4])[0],
-                                                      UBYTE << 8 | dims))
-    shape = struct.unpack('>%dI' % dims, raw[4:header])
-    expected = header + int(np.prod(shape, dtype=np.int64))
-    if len(raw) != expected:
-        raise DataError('%s: %s IDX file (%d bytes; its header %s needs %d)' % (
-            path, 'truncated' if len(raw) < expected else 'overlong', len(raw),
-            'x'.join(map(str, shape)), expected))
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)
+                        '0x%08x, expected 0x%08x)' % (path, dims, struct.unpack(
+                            '>I', header[:4])[0], UBYTE << 8 | dims))
+    shape = struct.unpack('>%dI' % dims, header[4:])
+    size = functools.reduce(operator.mul, shape, 1)
+    if size > MAX_BYTES:
+        raise DataError('%s: its IDX header announces %s values (%d bytes), more than the %d '
+                        'an IDX file may hold here' % (path, 'x'.join(map(str, shape)), size,
+                                                       MAX_BYTES))
+    return shape, size
 
 
 def read_split(directory, images_name, labels_name, image_size):
