@@ -7,6 +7,7 @@ The model is the one --model_dir/config.json describes; flags given override it.
 never recomputes (there is no back-propagation), so there is no --efficient here.
 """
 import json
+import os
 import sys
 
 from utils import cli  # the rest, TensorFlow included, inside: Ctrl-C there is one line
@@ -21,6 +22,11 @@ def run(args):
     from models import compat
     from utils import data, evaluation, resolve
     from utils.errors import UsageError
+    if args.json:  # refused now, not after the whole evaluation
+        directory = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.access(directory, os.W_OK | os.X_OK):
+            raise UsageError('--json %s: %s' % (args.json, 'a directory' if os.path.isdir(
+                args.json) else 'cannot write in %s' % directory))
     job = resolve.for_eval(args, compat.gpu_available())
     dataset = data.for_model(job.model, job.data_dir)
     cli.LOG.debug('%s; layout %s', job.model, job.data_format)

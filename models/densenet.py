@@ -3,6 +3,7 @@
 Only layers are built here: data, optimizer and hooks belong to `utils`.
 """
 import dataclasses
+import itertools
 import numbers
 from typing import Tuple
 
@@ -94,6 +95,7 @@ class DenseNetCreator(object):
                              "and a Max-Feature-Map transition pairs channels across them: use "
                              "efficient=True with mfm_transitions")
 
+        _check_image_size(img_input.shape, data_format, nb_dense_block, subsample_initial_block)
         self.img_input = img_input
         self.nb_classes = nb_classes
         self.bottleneck = bool(bottleneck)
@@ -340,6 +342,34 @@ class Recomputation(object):
         if self.blocks:
             return 'blocks=' + ','.join(map(str, self.blocks))
         return 'naive'
+
+
+def _side_at_last_block(side, nb_dense_block, subsample_initial_block):
+    """The feature maps' side length in the last dense block for `side`-pixel images (0: they
+    vanish before it): the stem's 7x7/2 conv and 3x3/2 pool (padded), then one 2x2/2 average
+    pool per transition."""
+    if subsample_initial_block:
+        side = (side - 1) // 2 + 1  # conv0, padded by 3
+        side = (side - 1) // 2 + 1  # pool0, padded by 1
+    for _ in range(nb_dense_block - 1):
+        side //= 2
+    return side
+
+
+def _check_image_size(shape, data_format, nb_dense_block, subsample_initial_block):
+    """ValueError if images of `shape` shrink to nothing before the last dense block (e.g.
+    DenseNet-121 on 8x8 digits), naming the smallest side that works."""
+    axes = (2, 3) if data_format == L.CHANNELS_FIRST else (1, 2)
+    sides = [shape[a].value for a in axes if shape[a].value is not None]
+    if not sides or _side_at_last_block(min(sides), nb_dense_block, subsample_initial_block):
+        return
+    smallest = next(n for n in itertools.count(1)
+                    if _side_at_last_block(n, nb_dense_block, subsample_initial_block))
+    raise ValueError('%dx%d images are too small for %d dense blocks%s: they shrink to nothing '
+                     'before the last block; this model needs at least %dx%d' % (
+                         shape[axes[0]].value or 0, shape[axes[1]].value or 0, nb_dense_block,
+                         ' after the ImageNet stem' if subsample_initial_block else '',
+                         smallest, smallest))
 
 
 def _block_set(name, blocks, last):

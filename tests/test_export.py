@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import struct
 import subprocess
 
 import numpy as np
@@ -90,9 +91,27 @@ def test_predict_reads_png_files(exported, tmp_path, entry):
             paths.append(path)
     images = read_images(paths, (8, 8, 1))
     np.testing.assert_array_equal(images, digits.test_images[:3])
+    # GIF and BMP decode only to RGB: a grey model gets them made grey (grey RGB stays exact).
+    with tf.Graph().as_default(), tf.Session() as sess:
+        rgb = np.repeat(digits.test_images[0].astype(np.uint8), 3, axis=-1)
+        bmp = str(tmp_path / 'digit.bmp')
+        with open(bmp, 'wb') as f:
+            f.write(_bmp(rgb))
+    np.testing.assert_array_equal(read_images([bmp], (8, 8, 1))[0], digits.test_images[0])
     out = entry('export.py', '--predict', pb, *paths).stdout
     for path in paths:
         assert re.search(re.escape(path) + r': \d+ \(0\.\d{3}\), \d+', out), out
+
+
+def _bmp(rgb):
+    """An uncompressed 24-bit BMP of an (H, W, 3) uint8 image (rows bottom-up, BGR, padded)."""
+    height, width, _ = rgb.shape
+    row = width * 3 + (-width * 3) % 4
+    pixels = b''.join(rgb[y, :, ::-1].tobytes().ljust(row, b'\0')
+                      for y in range(height - 1, -1, -1))
+    header = struct.pack('<2sIHHI', b'BM', 54 + len(pixels), 0, 0, 54)
+    info = struct.pack('<IiiHHIIiiII', 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return header + info + pixels
 
 
 @pytest.mark.slow
@@ -142,8 +161,11 @@ def _variable_input_graph(path):
                         r'registered \'NoSuchOp\''),
     (_variable_input_graph, r'graph\.pb: not a graph written by export\.py \(its \'input\' is a '
                             r'Variable'),
-    ('image', r'bad\.png: not a readable PNG, JPEG, GIF or BMP image'),
-], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'bad-image'])
+    ('image', r'bad\.png: not a PNG, JPEG, GIF or BMP image \(it starts with b\'not an i\'\)'),
+    ('empty image', r'bad\.png: not a PNG, JPEG, GIF or BMP image \(an empty file\)'),
+    ('broken jpeg', r'bad\.png: not a readable JPEG image'),
+], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'bad-image', 'empty-image',
+        'broken-jpeg'])
 def test_predict_errors_name_the_file(trained, exported, tmp_path, write, message):
     (model_pb, saved_model), image = exported, str(tmp_path / 'digit.png')
     with tf.Graph().as_default(), tf.Session() as sess:
@@ -154,10 +176,11 @@ def test_predict_errors_name_the_file(trained, exported, tmp_path, write, messag
         model_pb = os.path.join(saved_model, 'saved_model.pb')
     elif write == 'meta':
         model_pb = os.path.join(trained['fp32'], 'model.ckpt-40.meta')
-    elif write == 'image':
+    elif write in ('image', 'empty image', 'broken jpeg'):
         image = str(tmp_path / 'bad.png')
         with open(image, 'wb') as f:
-            f.write(b'not an image')
+            f.write({'image': b'not an image', 'empty image': b'',
+                     'broken jpeg': b'\xff\xd8\xff\xe0' + bytes(100)}[write])
     else:
         model_pb = str(tmp_path / 'graph.pb')
         write(tmp_path / 'graph.pb')

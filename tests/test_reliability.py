@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -129,6 +130,33 @@ def test_a_failing_save_stops_training_with_a_message(tmp_path):
                        extra_hooks=[_BreakModelDir(model_dir, 15)])
 
 
+class _DiskFullAt(tf.train.SessionRunHook):
+    """From step 15 no file may grow past 1 MB (RLIMIT_FSIZE; SIGXFSZ ignored): the save at
+    step 20 fails halfway through its 1.4 MB meta graph, as on a full disk."""
+
+    def after_run(self, run_context, run_values):
+        if run_context.session.run(tf.train.get_global_step()) == 15:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (10 ** 6, resource.RLIM_INFINITY))
+
+
+@pytest.mark.slow
+def test_a_save_that_fails_midway_leaves_no_temporary_files(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    config = TrainConfig(model_dir=model_dir, batch_size=16, train_epochs=1, max_steps=30,
+                         epochs_per_eval=0, learning_rate=0.05, data_format='channels_last',
+                         save_checkpoint_steps=10, log_every_steps=10)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        with pytest.raises(TrainingError, match=r'could not write the checkpoint at step 20'):
+            run_loop.train(data.get_dataset('digits'), DIGITS_BC16, config,
+                           extra_hooks=[_DiskFullAt()])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert not [n for n in os.listdir(model_dir) if '.tmp' in n or '_temp' in n], \
+        os.listdir(model_dir)
+
+
 def test_free_space_is_checked_against_the_first_saves(tmp_path):
     with tf.Graph().as_default():
         small = [tf.Variable(tf.zeros([10]))]
@@ -143,6 +171,18 @@ def test_free_space_is_checked_against_the_first_saves(tmp_path):
         with pytest.raises(TrainingError, match=r'the graph [\d.]+ MiB %d times'
                                                 % run_dir.GRAPH_COPIES):
             run_dir.check_free_space(str(tmp_path), small, free // run_dir.GRAPH_COPIES + 1)
+
+
+def test_a_run_refused_for_space_leaves_no_lock_and_no_directory(tmp_path):
+    fresh, existing = str(tmp_path / 'new' / 'run'), str(tmp_path)
+    with tf.Graph().as_default():
+        huge = [tf.Variable(tf.zeros([2 ** 22, 2 ** 22]))]
+        for model_dir in (fresh, existing):
+            with pytest.raises(TrainingError, match='MiB free'):
+                with run_dir.claim(model_dir, huge, 1000):
+                    pass
+    assert not os.path.exists(fresh) and os.listdir(existing) == ['new']
+    assert os.listdir(str(tmp_path / 'new')) == []
 
 
 def _rank_pid(model_dir, rank):
@@ -297,6 +337,8 @@ BAD_TRAIN_INPUTS = [
     ('depth off the BC rule', lambda tmp: ['--depth', '41'], r'depth=41'),
     ('NCHW without a GPU', lambda tmp: ['--data_format', 'channels_first'],
      r'channels_first needs a GPU'),
+    ('model too deep for the image', lambda tmp: ['--model', 'densenet121'],
+     r'8x8 images are too small for 4 dense blocks after the ImageNet stem.*at least 29x29'),
 ]
 
 
@@ -329,15 +371,18 @@ def _rewritten_config(model_dir, tmp, **changes):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('script,extra,pattern', [
-    ('eval.py', ['--depth', '22'], r'another architecture: it has no variable densenet/'
-                                   r'denseblock1/denselayer3/'),
+    ('eval.py', ['--depth', '22'], r'another architecture: dense block 1 has 2 layers there, '
+                                   r'3 in this model \(the flags change config\.json: depth'),
     ('eval.py', ['--growth_rate', '6'], r'another architecture: densenet/stem/conv0/kernel is '
                                         r'\[3, 3, 1, 8\] there, \[3, 3, 1, 12\] in this model'),
-    ('export.py', dict(depth=22), r'another architecture: it has no variable densenet/'
-                                  r'denseblock1/denselayer3/'),
+    ('export.py', dict(depth=22), r'another architecture: dense block 1 has 2 layers there, '
+                                  r'3 in this model'),
+    # An edited config.json of a huge model: named before the graph (minutes) is built.
+    ('export.py', dict(depth=10000), r'dense block 1 has 2 layers there, 1666 in this model'),
     ('export.py', dict(growth_rate=6), r'another architecture: densenet/stem/conv0/kernel is'),
     ('eval.py', ['--data_format', 'channels_first'], r'channels_first needs a GPU'),
-], ids=['eval depth', 'eval growth rate', 'export depth', 'export growth rate', 'eval NCHW'])
+], ids=['eval depth', 'eval growth rate', 'export depth', 'export huge depth',
+        'export growth rate', 'eval NCHW'])
 def test_a_checkpoint_of_another_shape_is_refused_by_eval_and_export(trained_run, tmp_path, entry,
                                                                      script, extra, pattern):
     output = str(tmp_path / 'model.pb')
@@ -423,3 +468,15 @@ def test_ctrl_c_in_eval_is_one_line(trained_run, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 130 and err == 'error: interrupted (SIGINT)\n', (out, err)
+
+
+@pytest.mark.parametrize('where, pattern', [
+    ('missing/results.json', r'--json \S+missing/results\.json: cannot write in \S+missing'),
+    ('.', r'--json \S+: a directory'),
+], ids=['no such directory', 'a directory'])
+def test_a_json_path_eval_cannot_write_is_refused_before_evaluating(trained_run, tmp_path, entry,
+                                                                     where, pattern):
+    failed = entry('eval.py', '--model_dir', trained_run.model_dir, '--json',
+                   os.path.join(str(tmp_path), where), check=False)
+    assert_one_line_failure(failed, pattern)
+    assert 'top-1' not in failed.stdout  # refused before the evaluation, not after it

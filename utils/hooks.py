@@ -2,6 +2,7 @@
 a checkpoint saver whose failures stop training, progress output, and periodic evaluation."""
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ import numpy as np
 
 from models.compat import tf
 from utils import evaluation
-from utils.checkpoints import latest_checkpoint
+from utils.checkpoints import PREFIX, latest_checkpoint
 from utils.errors import TrainingError, first_line
 from utils.log import LOG
 
@@ -145,10 +146,25 @@ class CheckpointSaver(tf.train.CheckpointSaverHook):
         try:
             return super(CheckpointSaver, self)._save(session, step)
         except (tf.errors.OpError, OSError, ValueError) as e:
+            _remove_partial_save(self._checkpoint_dir, step)
             raise TrainingError('could not write the checkpoint at step %d to %s (%s); '
                                 'stopping. Last complete checkpoint: %s' % (
                                     step, self._checkpoint_dir, first_line(e),
                                     latest_checkpoint(self._checkpoint_dir, report=False)))
+
+
+def _remove_partial_save(model_dir, step):
+    """What a failed save at `step` left: TF's temporary files (model.ckpt-N.meta.tmp*, the
+    model.ckpt-N_temp* data directory), if the directory is still there."""
+    names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+    for name in names:
+        path = os.path.join(model_dir, name)
+        if not name.startswith('%s-%d' % (PREFIX, step)):
+            continue
+        if ('.tmp' in name or '_temp' in name) and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif '.tmp' in name or '_temp' in name:
+            os.remove(path)
 
 
 class ProgressHook(tf.train.SessionRunHook):

@@ -53,26 +53,48 @@ class Predictor(object):
         return [(row, probabilities[i, row]) for i, row in enumerate(order)]
 
 
+# The formats TensorFlow decodes, by their first bytes.
+FORMATS = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF87a', 'GIF'),
+           (b'GIF89a', 'GIF'), (b'BM', 'BMP'))
+
+
 def read_images(paths, image_shape):
-    """PNG/JPEG files -> float32 [N, H, W, C] raw pixels, resized (shorter side, centre crop)."""
+    """PNG/JPEG/GIF/BMP files -> float32 [N, H, W, C] raw pixels, resized (shorter side, centre
+    crop). GIF and BMP are decoded as RGB (TensorFlow cannot decode them to one channel) and
+    made grey for a grey model; a file of no such format is refused by its first bytes."""
     height, width, channels = image_shape
     with tf.Graph().as_default():
-        path = tf.placeholder(tf.string)
-        image = tf.image.decode_image(tf.io.read_file(path), channels=channels,
-                                      expand_animations=False)
-        image = tf.image.resize_image_with_crop_or_pad(
-            tf.image.resize(image, _shorter_side_to(tf.shape(image), min(height, width))),
-            height, width)
+        contents = tf.placeholder(tf.string)
+        decoded = {}
+        for decode_channels in sorted({channels, 3}):
+            image = tf.image.decode_image(contents, channels=decode_channels,
+                                          expand_animations=False)
+            if decode_channels == 3 and channels == 1:
+                image = tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32)))
+            decoded[decode_channels] = tf.image.resize_image_with_crop_or_pad(
+                tf.image.resize(image, _shorter_side_to(tf.shape(image), min(height, width))),
+                height, width)
         with tf.Session() as sess:
-            return np.stack([_run_on(sess, image, path, p) for p in paths]).astype(np.float32)
+            return np.stack([_decode(sess, contents, decoded, path, channels)
+                             for path in paths]).astype(np.float32)
 
 
-def _run_on(sess, image, path, value):
+def _decode(sess, contents, decoded, path, channels):
     try:
-        return sess.run(image, {path: value})
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
+        raise UsageError('%s: unreadable (%s)' % (path, e.strerror or e))
+    kind = next((name for magic, name in FORMATS if data.startswith(magic)), None)
+    if kind is None:
+        raise UsageError('%s: not a PNG, JPEG, GIF or BMP image (%s)' % (
+            path, 'an empty file' if not data else 'it starts with %r' % data[:8]))
+    image = decoded[3 if kind in ('GIF', 'BMP') else channels]
+    try:
+        with _quiet_stderr():  # libjpeg prints its own warning line before failing
+            return sess.run(image, {contents: data})
     except tf.errors.OpError as e:
-        raise UsageError('%s: not a readable PNG, JPEG, GIF or BMP image (%s)' % (
-            value, first_line(e)))
+        raise UsageError('%s: not a readable %s image (%s)' % (path, kind, first_line(e)))
 
 
 @contextlib.contextmanager

@@ -86,6 +86,8 @@ def for_train(args, gpu):
     if changed:
         raise UsageError('%s holds another model (%s); use a new --model_dir' % (
             args.model_dir, changed))
+    existing = checkpoints.scan(args.model_dir, verify=False).complete
+    check_layers(model, existing[-1] if existing else None)
     config = train_config(args, model, data_format(args.data_format, gpu))
     if config.init_from_keras:
         check_keras_source(config.init_from_keras, model.model)
@@ -104,6 +106,8 @@ def for_eval(args, gpu):
     if args.init_from_keras:
         check_keras_source(args.init_from_keras, model.model)
     changed = saved.difference(model) if saved else ''
+    check_layers(model, checkpoint, 'the flags change %s: %s' % (CONFIG_FILE, changed)
+                 if changed else '')
     return Evaluation(
         model, checkpoint, args.init_from_keras,
         args.data_dir or data.default_data_dir(model.dataset),
@@ -123,7 +127,9 @@ def for_export(args):
     if not saved:
         raise CheckpointError('%s: no %s (written by train.py) to say which model this is'
                               % (args.model_dir, CONFIG_FILE))
-    return Export(model_config(args, saved), checkpoint, None)
+    model = model_config(args, saved)
+    check_layers(model, checkpoint)
+    return Export(model, checkpoint, None)
 
 
 def model_config(args, saved=None, default_dataset='digits'):
@@ -164,15 +170,23 @@ def model_config(args, saved=None, default_dataset='digits'):
 
 
 def _check_buildable(model, efficient=False):
-    """UsageError with the model's own reason if `model` cannot be built (a depth off the
-    DenseNet-BC rule, MFM on an odd channel count, recomputation of a block it lacks). The
-    creator's constructor checks; calling it would build the graph."""
+    """`model`'s creator, unbuilt; UsageError with the model's own reason if it cannot be built
+    (a depth off the DenseNet-BC rule, images too small for its blocks, MFM on an odd channel
+    count, recomputation of a block it lacks). The constructor checks; calling it builds."""
     with tf.Graph().as_default():
         images = tf.placeholder(tf.float32, [None, model.image_size, model.image_size, 3])
         try:
-            creator(model, images, CHANNELS_LAST, efficient=efficient)
+            return creator(model, images, CHANNELS_LAST, efficient=efficient)
         except ValueError as e:
             raise UsageError(str(e))
+
+
+def check_layers(model, checkpoint, why=''):
+    """CheckpointError, before any graph is built, if `checkpoint` has other dense-layer counts
+    than `model`: a config.json edited to depth 10000 is named at once, not after the minutes
+    its graph would take to build. (Shapes are compared once the graph exists.)"""
+    if checkpoint:
+        checkpoints.check_layer_counts(checkpoint, _check_buildable(model).nb_layers, why)
 
 
 def train_config(args, model, layout):
