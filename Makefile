@@ -178,7 +178,7 @@ fashion-mnist:
 # fashion_mnist). DATA_DIR=DIR reads the files from DIR, downloading (and MD5-checking) those it
 # lacks.
 train-fashion-mnist: $(STAMP) $(if $(DATA_DIR),,fashion-mnist)
-	$(PY) train.py --dataset fashion_mnist --model_dir runs/fashion_mnist$(RUN_SUFFIX) \
+	$(PY) train.py --dataset fashion_mnist --efficient shared --model_dir runs/fashion_mnist$(RUN_SUFFIX) \
 	  $(if $(DATA_DIR),--data_dir $(DATA_DIR) --download True) $(TRAIN_ARGS)
 	$(PY) eval.py --model_dir runs/fashion_mnist$(RUN_SUFFIX) $(if $(DATA_DIR),--data_dir $(DATA_DIR))
 
