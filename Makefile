@@ -83,6 +83,13 @@ help:
 	@echo "make venv-tf2     only build $(VENV2) (Python 3.9-3.11, TensorFlow 2.15.1, Horovod)"
 	@echo "make venv-tf221   only build $(VENV3) (Python 3.12/3.13, TensorFlow 2.21, Horovod)"
 
+# $(call new_venv,DIR,PYTHON,REQUIREMENTS): a TF 2 virtualenv with its requirements and pytest.
+define new_venv
+	@if [ ! -x $(1)/bin/python ]; then echo "creating $(1) with $(2)"; $(2) -m venv $(1); fi
+	$(1)/bin/python -m pip install --upgrade pip 'setuptools<70' wheel
+	$(1)/bin/python -m pip install -r $(3) -r requirements-dev.txt
+endef
+
 venv: $(STAMP1)
 
 venv-tf2: $(STAMP2)
@@ -108,10 +115,7 @@ $(STAMP2): $(REQS2)
 	  echo "error: no Python 3.9, 3.10 or 3.11 found: TensorFlow 2.15 has wheels for those only." >&2; \
 	  echo "  install one (e.g. 'pyenv install 3.11.7') or pass PYTHON_TF2=/path/to/python3.11" >&2; \
 	  exit 1; fi
-	@if [ ! -x $(VENV2)/bin/python ]; then \
-	  echo "creating $(VENV2) with $(PYTHON_TF2)"; $(PYTHON_TF2) -m venv $(VENV2); fi
-	$(VENV2)/bin/python -m pip install --upgrade pip 'setuptools<70' wheel
-	$(VENV2)/bin/python -m pip install -r requirements-tf2.txt -r requirements-dev.txt
+	$(call new_venv,$(VENV2),$(PYTHON_TF2),requirements-tf2.txt)
 	$(HOROVOD_ENV) $(VENV2)/bin/python -m pip install --no-build-isolation -r requirements-horovod.txt
 	$(VENV2)/bin/horovodrun --check-build
 	touch $(STAMP2)
@@ -122,10 +126,7 @@ $(STAMP3): $(REQS3)
 	  echo "  install one (e.g. 'pyenv install 3.13.0', or your distribution's python3.12-venv)" >&2; \
 	  echo "  or pass PYTHON_TF221=/path/to/python3.13" >&2; \
 	  exit 1; fi
-	@if [ ! -x $(VENV3)/bin/python ]; then \
-	  echo "creating $(VENV3) with $(PYTHON_TF221)"; $(PYTHON_TF221) -m venv $(VENV3); fi
-	$(VENV3)/bin/python -m pip install --upgrade pip 'setuptools<70' wheel
-	$(VENV3)/bin/python -m pip install -r requirements-tf221.txt -r requirements-dev.txt
+	$(call new_venv,$(VENV3),$(PYTHON_TF221),requirements-tf221.txt)
 	$(VENV3)/bin/python -m pip install --no-deps -r requirements-tf221-keras.txt
 	rm -rf $(HOROVOD_SRC) && mkdir -p $(HOROVOD_SRC)
 	$(VENV3)/bin/python -m pip download --no-deps --no-binary :all: -d $(HOROVOD_SRC) \

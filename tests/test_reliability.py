@@ -118,16 +118,23 @@ class _BreakModelDir(tf.train.SessionRunHook):
             open(self.model_dir, 'w').close()
 
 
-@pytest.mark.slow
-def test_a_failing_save_stops_training_with_a_message(tmp_path):
-    model_dir = str(tmp_path / 'run')
+def _train_until_the_save_at_20_fails(model_dir, hook):
+    """Trains digits to step 30, saving every 10 steps, with `hook` breaking the save at step
+    20; returns the TrainingError's message."""
     config = TrainConfig(model_dir=model_dir, batch_size=16, train_epochs=1, max_steps=30,
                          epochs_per_eval=0, learning_rate=0.05, data_format='channels_last',
                          save_checkpoint_steps=10, log_every_steps=10)
-    with pytest.raises(TrainingError, match=r'could not write the checkpoint at step '
-                                            r'20 to %s \(.*\); stopping' % model_dir):
-        run_loop.train(data.get_dataset('digits'), DIGITS_BC16, config,
-                       extra_hooks=[_BreakModelDir(model_dir, 15)])
+    with pytest.raises(TrainingError, match=r'could not write the checkpoint at step 20') as e:
+        run_loop.train(data.get_dataset('digits'), DIGITS_BC16, config, extra_hooks=[hook])
+    return str(e.value)
+
+
+@pytest.mark.slow
+def test_a_failing_save_stops_training_with_a_message(tmp_path):
+    model_dir = str(tmp_path / 'run')
+    message = _train_until_the_save_at_20_fails(model_dir, _BreakModelDir(model_dir, 15))
+    assert re.match(r'could not write the checkpoint at step 20 to %s \(.*\); stopping'
+                    % model_dir, message), message
 
 
 class _DiskFullAt(tf.train.SessionRunHook):
@@ -142,14 +149,9 @@ class _DiskFullAt(tf.train.SessionRunHook):
 @pytest.mark.slow
 def test_a_save_that_fails_midway_leaves_no_temporary_files(tmp_path):
     model_dir = str(tmp_path / 'run')
-    config = TrainConfig(model_dir=model_dir, batch_size=16, train_epochs=1, max_steps=30,
-                         epochs_per_eval=0, learning_rate=0.05, data_format='channels_last',
-                         save_checkpoint_steps=10, log_every_steps=10)
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        with pytest.raises(TrainingError, match=r'could not write the checkpoint at step 20'):
-            run_loop.train(data.get_dataset('digits'), DIGITS_BC16, config,
-                           extra_hooks=[_DiskFullAt()])
+        _train_until_the_save_at_20_fails(model_dir, _DiskFullAt())
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
         signal.signal(signal.SIGXFSZ, handler)
