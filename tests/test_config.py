@@ -15,7 +15,7 @@ import train
 from conftest import DIGITS_BC16, ROOT
 from models import Recomputation
 from models.compat import tf
-from utils import optimizer, resolve
+from utils import checkpoints, inference, optimizer, resolve
 from utils.config import ModelConfig, TrainConfig
 from utils.errors import CheckpointError, UsageError
 
@@ -267,3 +267,16 @@ def test_a_model_dir_tensorflow_cannot_use_is_refused_up_front(capsys, tmp_path,
     assert exited.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and 'argument --model_dir' in err[0] and re.search(message, err[0]), err
+
+
+def test_a_checkpoint_without_a_variable_of_the_graph_is_named(trained_run):
+    """The shape check after the layer counts: the first variable of the graph, in build order,
+    that the checkpoint lacks."""
+    latest = checkpoints.latest_checkpoint(trained_run.model_dir, report=False)
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [None, 8, 8, 1])
+        inference.creator(DIGITS_BC16, images, 'channels_last', nb_layers_per_block=3)()
+        with pytest.raises(CheckpointError, match=r'model\.ckpt-40 was written by another '
+                                                  r'architecture: it has no variable densenet/'
+                                                  r'denseblock1/denselayer3/'):
+            checkpoints.check_compatible(latest, tf.global_variables())

@@ -306,7 +306,11 @@ def test_the_mirror_is_tried_before_the_official_address(tmp_path, http_server, 
     monkeypatch.setitem(download.ARCHIVES, 'cifar10', download.ARCHIVES['cifar10'][:1] + (
         len(blob), hashlib.md5(blob).hexdigest(), 'cifar-10-batches-bin'))
     caplog.set_level(logging.INFO)
-    out = download_cifar('cifar10', str(tmp_path / 'data'), progress=False)
+    download.LOG.addHandler(caplog.handler)  # the CLI's set-up may stop it propagating
+    try:
+        out = download_cifar('cifar10', str(tmp_path / 'data'), progress=False)
+    finally:
+        download.LOG.removeHandler(caplog.handler)
     assert sorted(os.listdir(out))[0] == 'data_batch_1.bin'
     assert 'downloading %scifar-10-binary.tar.gz' % http_server in caplog.text
 

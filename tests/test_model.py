@@ -48,10 +48,18 @@ def test_parameter_counts_match_the_published_ones(graph, name, kwargs, classes,
 
 
 def test_depth_rule_gives_paper_block_sizes(graph):
-    img = tf.placeholder(tf.float32, [None, 8, 8, 3])
+    img = tf.placeholder(tf.float32, [None, 32, 32, 3])
     assert models.densenet_bc(img, 10, depth=100).nb_layers == [16, 16, 16]
     assert models.DenseNetCreator(img, 10, depth=40).nb_layers == [12, 12, 12]
     assert models.densenet121(img).nb_layers == [6, 12, 24, 16]
+    # Four blocks after the ImageNet stem need 29 pixels; three BC blocks need 4.
+    with pytest.raises(ValueError, match=r'28x28 images are too small for 4 dense blocks after '
+                                         r'the ImageNet stem.*at least 29x29'):
+        models.densenet121(tf.placeholder(tf.float32, [None, 28, 28, 3]))
+    with pytest.raises(ValueError, match=r'3x3 images are too small for 3 dense blocks: .*at '
+                                         r'least 4x4'):
+        models.densenet_bc(tf.placeholder(tf.float32, [None, 3, 3, 3]), 10, depth=40)
+    models.densenet121(tf.placeholder(tf.float32, [None, 29, 29, 3]))
 
 
 def test_scope_names_read_like_the_paper_and_do_not_depend_on_efficient():
