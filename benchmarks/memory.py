@@ -211,8 +211,8 @@ def loglog_slope(depths, peaks):
 # -- the measurements --------------------------------------------------------------------------
 
 def series(args, log, run=measure):
-    """DenseNet-BC k=--growth_rate at each of --depths in every mode; a mode that runs out of
-    memory at one depth is not tried deeper. Returns the rows."""
+    """DenseNet-BC k=--growth_rate at each of --depths in each of --modes; a mode that runs out
+    of memory at one depth is not tried deeper. Returns the rows."""
     rows, gave_up = [], set()
     log(_header('L', 'params'))
     for depth in args.depths:
@@ -220,9 +220,13 @@ def series(args, log, run=measure):
         for mode in MODES:
             case = Case('densenet_bc', depth, args.growth_rate, mode, args.batch_size,
                         args.image_size, args.steps)
-            results[mode] = (dict(status='not tried (ran out at a smaller depth)')
-                             if mode in gave_up else run(case, args.limit_gb))
-            if results[mode]['status'] != 'ok':
+            if mode not in args.modes:
+                results[mode] = dict(status='not asked for (--modes)')
+            elif mode in gave_up:
+                results[mode] = dict(status='not tried (ran out at a smaller depth)')
+            else:
+                results[mode] = run(case, args.limit_gb)
+            if results[mode]['status'] == 'out of memory':
                 gave_up.add(mode)
             rows.append(_row(case, results[mode]))
         log(_line('%d' % depth, results))
@@ -398,9 +402,18 @@ def write_plot(rows, path, title):
     plt.close(fig)
 
 
+def bc_depth(value):
+    """A DenseNet-BC depth: 3 blocks of (L - 4) / 6 bottleneck layers."""
+    depth = int(value)
+    if depth < 10 or (depth - 4) % 6:
+        raise argparse.ArgumentTypeError('%r is not a DenseNet-BC depth ((L - 4) a positive '
+                                         'multiple of 6: 40, 100, 250, 502, 1000, ...)' % value)
+    return depth
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--depths', type=int, nargs='*', default=[40, 100, 250])
+    parser.add_argument('--depths', type=bc_depth, nargs='*', default=[40, 100, 250])
     parser.add_argument('--growth_rate', type=int, default=12)
     parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--image_size', type=int, default=32)
@@ -427,7 +440,7 @@ def parse_args(argv):
     parser.add_argument('--budget_max_depth', type=int, default=None)
     parser.add_argument('--budget_max_batch', type=int, default=None)
     parser.add_argument('--modes', nargs='*', default=list(MODES), choices=MODES,
-                        help='the modes --budget_gb searches')
+                        help='the modes measured (series) and searched (--budget_gb)')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (%s)' % QUICK)
     args = parser.parse_args(argv)

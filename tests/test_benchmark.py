@@ -8,7 +8,7 @@ import re
 import pytest
 
 from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_fitting, loglog_slope,
-                               main, measure, parse_args)
+                               main, measure, parse_args, series)
 
 
 def test_loglog_slope_and_the_search():
@@ -97,3 +97,15 @@ def test_a_real_measurement_in_a_process_of_its_own():
     assert measure(Case('densenet_bc', 16, 4, 'naive', 256, 32, 0),
                    limit_gb=0.1)['status'] == 'out of memory'
     assert 'TF_CPU_ALLOCATOR_USE_BFC' not in os.environ  # the children's, not this process's
+
+
+def test_depths_are_checked_and_modes_chosen(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(['--depths', '500'])
+    assert "'500' is not a DenseNet-BC depth" in capsys.readouterr().err
+    run = StandIn()
+    args = parse_args(['--depths', '40', '502', '--modes', 'shared'])
+    rows = series(args, lambda line: None, run=run)
+    assert [(r['depth'], r['setting']) for r in rows if r['status'] == 'ok'] == [
+        (40, 'shared'), (502, 'shared')]
+    assert {r['status'] for r in rows if r['setting'] != 'shared'} == {'not asked for (--modes)'}
