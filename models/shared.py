@@ -31,7 +31,7 @@ from models.compat import tf
 # A consumer's input is recomputed in at most this many chunks. The graph (its op count, build
 # time and the process's memory) grows with their number; the backward pass's working set with
 # their width, a share of the layer's input. Each chunk is at least a bottleneck wide (4k).
-MAX_CHUNKS = 4
+MAX_CHUNKS = 8
 _GRADIENT_NAMES = itertools.count()
 
 
