@@ -158,12 +158,13 @@ def _remove_partial_save(model_dir, step):
     model.ckpt-N_temp* data directory), if the directory is still there."""
     names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
     for name in names:
-        path = os.path.join(model_dir, name)
-        if not name.startswith('%s-%d' % (PREFIX, step)):
+        if not name.startswith('%s-%d' % (PREFIX, step)) or not (
+                '.tmp' in name or '_temp' in name):
             continue
-        if ('.tmp' in name or '_temp' in name) and os.path.isdir(path):
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
             shutil.rmtree(path, ignore_errors=True)
-        elif '.tmp' in name or '_temp' in name:
+        else:
             os.remove(path)
 
 
