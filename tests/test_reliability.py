@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+import types
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from helpers import (HANG_GUARD, LONG, Payload, assert_one_line_failure, cifar_i
                      make_imagenet, non_finite, start, tree, wait_for_checkpoint,
                      write_cifar_bin, write_idx)
 from models.compat import tf
-from utils import data, optimizer, run_dir, run_loop
+from utils import cli, data, optimizer, run_dir, run_loop
 from utils.config import TrainConfig
 from utils.errors import TrainingError
 
@@ -455,6 +456,30 @@ def test_ctrl_c_while_building_the_training_graph_is_one_line(tmp_path):
     out, err = proc.communicate(timeout=HANG_GUARD)
     assert proc.returncode == 130 and err == 'error: interrupted (SIGINT)\n', (out, err)
     assert not os.path.exists(model_dir)
+
+
+def test_ctrl_c_that_unbalances_a_graph_context_is_still_one_line(capsys):
+    """Where the interrupt lands decides what surfaces: inside a nested control_dependencies
+    (as in the test above, on a busy machine) the outer one's exit raises TensorFlow's own
+    AssertionError, chained to the KeyboardInterrupt."""
+    def build(args):
+        graph = tf.Graph()
+        with graph.control_dependencies(None):
+            graph.control_dependencies(None).__enter__()  # the interrupt came before its exit
+            raise KeyboardInterrupt
+
+    def parse(argv):
+        return types.SimpleNamespace(debug=False)
+
+    assert cli.run_main(parse, build, []) == 130
+    assert capsys.readouterr().err == 'error: interrupted (SIGINT)\n'
+
+    def bug(args):
+        with tf.Graph().control_dependencies(None):
+            raise AssertionError('a bug of ours')
+
+    with pytest.raises(AssertionError, match='a bug of ours'):
+        cli.run_main(parse, bug, [])
 
 
 @pytest.mark.slow

@@ -21,9 +21,25 @@ def run_main(parse_args, run, argv=None):
     """
     try:
         return _run_main(parse_args, run, argv)
+    except Exception as e:
+        if not interrupted(e):
+            raise
     except KeyboardInterrupt:
-        print('error: interrupted (SIGINT)', file=sys.stderr)
-        return 128 + 2
+        pass
+    print('error: interrupted (SIGINT)', file=sys.stderr)
+    return 128 + 2
+
+
+def interrupted(error):
+    """Whether `error` is what Ctrl-C set off. An interrupt that lands inside one of
+    TensorFlow's graph-building context managers (`control_dependencies`, `name_scope`) leaves
+    their stacks unbalanced, and their exit raises an AssertionError of their own, chained to
+    the KeyboardInterrupt as its `__context__`."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__context__
+    return False
 
 
 def _run_main(parse_args, run, argv):
@@ -40,9 +56,11 @@ def _run_main(parse_args, run, argv):
     from utils.errors import Error, first_line
     try:
         run(args)
-    except Error as e:
-        return _fail(first_line(e), args.debug)
-    except tf.errors.OpError as e:
+    except (Error, tf.errors.OpError) as e:
+        if interrupted(e):
+            raise
+        if isinstance(e, Error):
+            return _fail(first_line(e), args.debug)
         return _fail('%s (%s)' % (first_line(e), type(e).__name__), args.debug)
     return 0
 
