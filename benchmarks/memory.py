@@ -118,8 +118,9 @@ def _measure(case):
         labels = tf.constant(rng.randint(0, case.classes, case.batch).astype(np.int32))
         start = time.time()
         loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images))
-        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-            train = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss)
+        train = tf.group(  # the updates beside the step, as in utils.optimizer.training_graph
+            tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
+            *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
         build_s, ops = time.time() - start, len(graph.get_operations())
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size

@@ -24,8 +24,7 @@ def _train_step_peak(layers, efficient):
                                        nb_dense_block=1, nb_layers_per_block=layers,
                                        efficient=efficient, data_format='channels_last')
         loss = tf.losses.sparse_softmax_cross_entropy(np.arange(BATCH) % 10, model())
-        with tf.control_dependencies(model.update_ops):
-            train = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
+        train = tf.group(tf.train.GradientDescentOptimizer(0.01).minimize(loss), *model.update_ops)
         # One inter-op thread: the same execution order, so the same peak, every run.
         config = tf.ConfigProto(inter_op_parallelism_threads=1)
         with tf.Session(config=config) as sess:

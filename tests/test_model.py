@@ -353,8 +353,7 @@ def test_fp16_step_runs_with_float16_activations_and_float32_variables(efficient
                                    dropout_rate=0.1, data_format='channels_last')
         logits = model()
         loss = tf.losses.sparse_softmax_cross_entropy(_labels(), logits)
-        with tf.control_dependencies(model.update_ops):
-            train = tf.train.GradientDescentOptimizer(0.01).minimize(loss)
+        train = tf.group(tf.train.GradientDescentOptimizer(0.01).minimize(loss), *model.update_ops)
         assert logits.dtype == tf.float32
         assert all(v.dtype.base_dtype == tf.float32 for v in tf.global_variables())
         convs = [op.outputs[0] for op in tf.get_default_graph().get_operations()
