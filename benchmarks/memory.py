@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 MIB = 2.0 ** 20
 MODES = ('naive', 'efficient', 'shared')
 SETTINGS = {'naive': False, 'efficient': True, 'shared': 'shared'}
+NOT_ASKED = dict(status='not asked for (--modes)')
 CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'status',
               'params', 'variables_mib', 'peak_mib', 'step_s', 'build_s', 'ops', 'rss_mib',
               'tensorflow')
@@ -222,7 +223,7 @@ def series(args, log, run=measure):
             case = Case('densenet_bc', depth, args.growth_rate, mode, args.batch_size,
                         args.image_size, args.steps)
             if mode not in args.modes:
-                results[mode] = dict(status='not asked for (--modes)')
+                results[mode] = NOT_ASKED
             elif mode in gave_up:
                 results[mode] = dict(status='not tried (ran out at a smaller depth)')
             else:
@@ -241,7 +242,7 @@ def series(args, log, run=measure):
 
 
 def wide(args, log, run=measure):
-    """DenseNet-BC (L, k) of --wide ('250:24') at --batch_size in every mode."""
+    """DenseNet-BC (L, k) of --wide ('250:24') at --batch_size in each of --modes."""
     rows = []
     log(_header('(L, k)', 'params'))
     for spec in args.wide:
@@ -250,20 +251,20 @@ def wide(args, log, run=measure):
         for mode in MODES:
             case = Case('densenet_bc', depth, growth, mode, args.batch_size, args.image_size,
                         args.steps)
-            results[mode] = run(case, args.limit_gb)
+            results[mode] = run(case, args.limit_gb) if mode in args.modes else NOT_ASKED
             rows.append(_row(case, results[mode]))
         log(_line('(%d, %d)' % (depth, growth), results))
     return rows
 
 
 def imagenet(args, log, run=measure):
-    """ImageNet DenseNets of --imagenet ('264:48') at 224x224: each mode's largest batch (by
-    measurement, up to --imagenet_max_batch), then that batch measured with timing."""
+    """ImageNet DenseNets of --imagenet ('264:48') at 224x224: the largest batch of each of
+    --modes (by measurement, up to --imagenet_max_batch), then that batch measured with timing."""
     rows = []
     for spec in args.imagenet:
         layers, growth = map(int, spec.split(':'))
         log('DenseNet-%d k=%d, 224x224: the largest batch of each mode' % (layers, growth))
-        for mode in MODES:
+        for mode in args.modes:
             def fits(batch):
                 result = run(Case('densenet_imagenet', layers, growth, mode, batch, 224, 0),
                              args.limit_gb)
@@ -441,7 +442,8 @@ def parse_args(argv):
     parser.add_argument('--budget_max_depth', type=int, default=None)
     parser.add_argument('--budget_max_batch', type=int, default=None)
     parser.add_argument('--modes', nargs='*', default=list(MODES), choices=MODES,
-                        help='the modes measured (series) and searched (--budget_gb)')
+                        help='the modes measured (series, --wide, --imagenet) and searched '
+                        '(--budget_gb)')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (%s)' % QUICK)
     args = parser.parse_args(argv)

@@ -99,7 +99,7 @@ def test_a_real_measurement_in_a_process_of_its_own():
     assert 'TF_CPU_ALLOCATOR_USE_BFC' not in os.environ  # the children's, not this process's
 
 
-def test_depths_are_checked_and_modes_chosen(capsys):
+def test_depths_are_checked_and_modes_chosen(capsys, tmp_path):
     with pytest.raises(SystemExit):
         parse_args(['--depths', '500'])
     assert "'500' is not a DenseNet-BC depth" in capsys.readouterr().err
@@ -109,3 +109,7 @@ def test_depths_are_checked_and_modes_chosen(capsys):
     assert [(r['depth'], r['setting']) for r in rows if r['status'] == 'ok'] == [
         (40, 'shared'), (502, 'shared')]
     assert {r['status'] for r in rows if r['setting'] != 'shared'} == {'not asked for (--modes)'}
+    run = StandIn()
+    main(['--depths', '--wide', '250:24', '--imagenet', '264:48', '--imagenet_max_batch', '4',
+          '--modes', 'efficient', 'shared', '--out', str(tmp_path)], run=run)
+    assert {case.setting for case in run.cases} == {'efficient', 'shared'}
