@@ -173,6 +173,8 @@ def largest_fitting(fits, start, upper=None):
     """
     if not fits(start):
         return 0
+    if upper is not None and start >= upper:
+        return start
     low, high = start, start * 2 if upper is None else min(start * 2, upper)
     while fits(high):
         if high == upper:

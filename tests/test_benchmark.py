@@ -26,6 +26,8 @@ def test_loglog_slope_and_the_search():
     tried[:] = []
     assert largest_fitting(fits, 1, upper=20) == 20 and max(tried) == 20  # a cap is never passed
     assert largest_fitting(fits, 1, upper=50) == 37 and max(tried) == 50
+    tried[:] = []
+    assert largest_fitting(fits, 30, upper=30) == 30 and tried == [30]  # measured once
 
 
 class StandIn(object):
