@@ -139,12 +139,17 @@ def test_a_failing_save_stops_training_with_a_message(tmp_path):
 
 
 class _DiskFullAt(tf.train.SessionRunHook):
-    """From step 15 no file may grow past 1 MB (RLIMIT_FSIZE; SIGXFSZ ignored): the save at
-    step 20 fails halfway through its 1.4 MB meta graph, as on a full disk."""
+    """From step 15 no file may grow past half the meta graph saved at step 10 (RLIMIT_FSIZE;
+    SIGXFSZ ignored): the save at step 20 fails halfway through its meta graph, as on a full
+    disk."""
+
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
 
     def after_run(self, run_context, run_values):
         if run_context.session.run(tf.train.get_global_step()) == 15:
-            resource.setrlimit(resource.RLIMIT_FSIZE, (10 ** 6, resource.RLIM_INFINITY))
+            meta = os.path.getsize(os.path.join(self.model_dir, 'model.ckpt-10.meta'))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (meta // 2, resource.RLIM_INFINITY))
 
 
 @pytest.mark.slow
@@ -152,7 +157,7 @@ def test_a_save_that_fails_midway_leaves_no_temporary_files(tmp_path):
     model_dir = str(tmp_path / 'run')
     handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        _train_until_the_save_at_20_fails(model_dir, _DiskFullAt())
+        _train_until_the_save_at_20_fails(model_dir, _DiskFullAt(model_dir))
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
         signal.signal(signal.SIGXFSZ, handler)
