@@ -65,7 +65,6 @@ def test_train_resume_and_eval_end_to_end(trained_run, tmp_path, entry):
                     r'depth 16 != 22\)', other.stderr), other.stderr
 
 
-
 @pytest.mark.parametrize('efficient,fp16', [(True, False), ('shared', True)])
 def test_the_training_graph_has_fewer_control_edges_than_ops(efficient, fp16):
     """The batch-norm updates are grouped with the step: under TF's usual

@@ -21,11 +21,9 @@ def run_main(parse_args, run, argv=None):
     """
     try:
         return _run_main(parse_args, run, argv)
-    except Exception as e:
+    except BaseException as e:
         if not interrupted(e):
             raise
-    except KeyboardInterrupt:
-        pass
     print('error: interrupted (SIGINT)', file=sys.stderr)
     return 128 + 2
 
