@@ -479,6 +479,15 @@ def test_ctrl_c_that_unbalances_a_graph_context_is_still_one_line(capsys):
     assert cli.run_main(parse, build, []) == 130
     assert capsys.readouterr().err == 'error: interrupted (SIGINT)\n'
 
+    def save(args):  # one of our errors, raised while the interrupt unwinds
+        try:
+            raise KeyboardInterrupt
+        finally:
+            raise TrainingError('could not write the checkpoint at step 20')
+
+    assert cli.run_main(parse, save, []) == 130
+    assert capsys.readouterr().err == 'error: interrupted (SIGINT)\n'
+
     def bug(args):
         with tf.Graph().control_dependencies(None):
             raise AssertionError('a bug of ours')
