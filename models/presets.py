@@ -16,13 +16,14 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 MODEL_NAMES = ('densenet_bc',) + tuple('densenet%d' % n for n in sorted(IMAGENET_BLOCKS))
 
 
-def densenet_imagenet(img_input, nb_classes=1000, layers=121, **kwargs):
-    """DenseNet-121/169/201/264: k=32, 64 initial filters, 7x7/2 stem, compression 0.5."""
+def densenet_imagenet(img_input, nb_classes=1000, layers=121, growth_rate=32, **kwargs):
+    """DenseNet-121/169/201/264: k=32 (the paper's 264 also k=48), 2k initial filters, 7x7/2
+    stem, compression 0.5."""
     if layers not in IMAGENET_BLOCKS:
         raise ValueError('ImageNet DenseNets have %s layers, got %r' % (
             '/'.join(map(str, sorted(IMAGENET_BLOCKS))), layers))
-    return DenseNetCreator(img_input, nb_classes, bottleneck=True, depth=layers, growth_rate=32,
-                           nb_filter=64, nb_dense_block=4,
+    return DenseNetCreator(img_input, nb_classes, bottleneck=True, depth=layers,
+                           growth_rate=growth_rate, nb_filter=2 * growth_rate, nb_dense_block=4,
                            nb_layers_per_block=list(IMAGENET_BLOCKS[layers]), reduction=0.5,
                            subsample_initial_block=True, **kwargs)
 

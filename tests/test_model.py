@@ -47,6 +47,18 @@ def test_parameter_counts_match_the_published_ones(graph, name, kwargs, classes,
         assert models.count_params(tf.global_variables()) == total
 
 
+def test_the_papers_densenet264_k48_has_its_73m_parameters(graph):
+    # Pleiss et al.'s ImageNet model (k=48, 2k initial filters): "73M parameters".
+    img = tf.placeholder(tf.float32, [None, 64, 64, 3])
+    model = models.densenet_imagenet(img, 1000, layers=264, growth_rate=48,
+                                     data_format='channels_last')
+    assert model.nb_layers == [6, 12, 64, 48]
+    model()
+    assert round(models.count_params(tf.trainable_variables()) / 1e6) == 73
+    assert models.count_params(tf.trainable_variables()) == 72686632
+    assert models.count_params(tf.global_variables()) == 73284424
+
+
 def test_depth_rule_gives_paper_block_sizes(graph):
     img = tf.placeholder(tf.float32, [None, 32, 32, 3])
     assert models.densenet_bc(img, 10, depth=100).nb_layers == [16, 16, 16]
