@@ -9,8 +9,8 @@ and efficient='shared', from DenseNet-BC-40 to the paper's deepest models.
 Every measurement runs in a fresh process of its own (nothing one leaves behind adds to the
 next, and each reports its own peak resident memory): it builds one Nesterov-SGD training step
 (timing the construction, gradients included, and counting its ops), runs a warm-up step, then
-a step whose peak is read from TensorFlow's BFC allocator statistics (`benchmarks.peak`; the
-bytes allocated on top of the variables), then times the median of --steps more. A step that
+--steps timed steps, the first one's peak read from TensorFlow's BFC allocator statistics
+(`benchmarks.peak`; the bytes allocated on top of the variables); time is their median. A step that
 does not fit the allocator's limit (--limit_gb, or --budget_gb for the search) is reported as
 such. It prints markdown tables, the log-log slope of each mode's peak over depth (2 is
 quadratic, 1 linear), and writes memory.csv and memory.png to --out.
@@ -22,6 +22,7 @@ import dataclasses
 import multiprocessing
 import os
 import resource
+import signal
 import sys
 import time
 
@@ -36,7 +37,7 @@ SETTINGS = {'naive': False, 'efficient': True, 'shared': 'shared'}
 NOT_ASKED = dict(status='not asked for (--modes)')
 CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'status',
               'params', 'variables_mib', 'peak_mib', 'step_s', 'build_s', 'ops', 'rss_mib',
-              'tensorflow')
+              'tensorflow', 'per_image_mib')
 QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=1, wide=['16:24'],
              imagenet=[], partial=['every=2'], partial_depth=28, keras=1, keras_batch=2,
              keras_image_size=32, budget_depth=16, budget_from=16, budget_max_depth=40,
@@ -47,7 +48,8 @@ QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=1, wide=['1
 class Case(object):
     """One measurement: a model ('densenet_bc', 'densenet_imagenet' with `depth` layers, or
     'keras_densenet121'), its growth rate, `setting` (a mode of MODES or a partial setting such
-    as 'every=2'), batch, input size, and how many steps to time (0: the peak only)."""
+    as 'every=2'), batch, input size, and how many steps to time after the warm-up (the first
+    one's peak is read; 0: only whether the warm-up step fits)."""
     model: str
     depth: int
     growth_rate: int
@@ -71,8 +73,9 @@ def measure(case, limit_gb):
     sender.close()
     try:
         result = receiver.recv()
-    except EOFError:  # killed (the kernel's OOM killer) before it could report
-        result = dict(status='out of memory' if child.exitcode in (None, -9) else
+    except EOFError:  # killed (the kernel's OOM killer) or crashed before it could report
+        child.join()  # exitcode is None until then
+        result = dict(status='out of memory' if child.exitcode == -signal.SIGKILL else
                       'failed (exit code %s)' % child.exitcode)
     child.join()
     return result
@@ -130,11 +133,13 @@ def _measure(case):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(train)  # warm-up: one-off allocations
-            peak_bytes = peak.peak_bytes(sess, train, stats) if case.steps else None
-            times = []
-            for _ in range(case.steps):
+            peak_bytes, times = None, []
+            for step in range(case.steps):  # the first one's peak is read (and it is timed)
                 start = time.time()
-                sess.run(train)
+                if step:
+                    sess.run(train)
+                else:
+                    peak_bytes = peak.peak_bytes(sess, train, stats)
                 times.append(time.time() - start)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     return dict(params=params, variables_mib=variables / MIB, status='ok', ops=ops,
@@ -181,6 +186,45 @@ def largest_fitting(fits, start, upper=None):
             return high
         low, high = high, high * 2 if upper is None else min(high * 2, upper)
     while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def largest_near(fits, guess, upper=None, resolution=1):
+    """The largest n in [1, upper] with fits(n) (monotone), to within `resolution`; 0 if none.
+
+    For steps too slow to double into (DenseNet-264 at 224x224): starts at `guess`, an
+    estimate, moves outward in strides of `resolution` (doubling) until one measurement fits and
+    a larger one does not, then bisects between them. A good guess costs two measurements, and
+    the answer is still measured: n fits, n + resolution (or the next one tried) does not.
+    """
+    guess = max(1, guess if upper is None else min(guess, upper))
+    low, high, stride = None, None, resolution
+    if fits(guess):
+        low = guess
+        while high is None and low != upper:
+            n = low + stride if upper is None else min(low + stride, upper)
+            if fits(n):
+                low, stride = n, stride * 2
+            else:
+                high = n
+        if high is None:
+            return low
+    else:
+        high = guess
+        while low is None:
+            if high == 1:
+                return 0
+            n = max(1, high - stride)
+            if fits(n):
+                low = n
+            else:
+                high, stride = n, stride * 2
+    while high - low > resolution:
         middle = (low + high) // 2
         if fits(middle):
             low = middle
@@ -260,30 +304,49 @@ def wide(args, log, run=measure):
 
 
 def imagenet(args, log, run=measure):
-    """ImageNet DenseNets of --imagenet ('264:48') at 224x224: the largest batch of each of
-    --modes (by measurement, up to --imagenet_max_batch), then that batch measured with timing."""
+    """ImageNet DenseNets of --imagenet ('264:48', 1000 classes) at 224x224, per mode of
+    --modes: the memory per image (two measured batches, 4 and 8), the largest batch within
+    --limit_gb (to 5%, searched from the estimate those two give; up to --imagenet_max_batch),
+    each probe a timed measurement."""
     rows = []
     for spec in args.imagenet:
         layers, growth = map(int, spec.split(':'))
-        log('DenseNet-%d k=%d, 224x224: the largest batch of each mode' % (layers, growth))
+        log('DenseNet-%d k=%d, 224x224, allocator limit %.3g GiB: the largest batch of each mode'
+            % (layers, growth, args.limit_gb))
         for mode in args.modes:
+            def case(batch, steps):
+                return Case('densenet_imagenet', layers, growth, mode, batch, 224, steps,
+                            classes=1000)
+
+            timed = {}  # each probe is the timed measurement of its batch: no step runs twice
+
             def fits(batch):
-                result = run(Case('densenet_imagenet', layers, growth, mode, batch, 224, 0),
-                             args.limit_gb)
-                log('  %s batch %d: %s' % (mode, batch, result['status']))
-                return result['status'] == 'ok'
-            batch = largest_fitting(fits, 1, args.imagenet_max_batch)
+                timed[batch] = run(case(batch, args.steps), args.limit_gb)
+                log('  %s batch %d: %s' % (mode, batch, timed[batch]['status']))
+                return timed[batch]['status'] == 'ok'
+            small = [run(case(batch, 1), args.limit_gb) for batch in (4, 8)]
+            if any(result['status'] != 'ok' for result in small):
+                log('  %s: batch 4 / 8: %s' % (mode, ' / '.join(r['status'] for r in small)))
+                continue
+            per_image = (small[1]['peak_mib'] - small[0]['peak_mib']) / 4.0
+            fixed = small[0]['variables_mib'] + small[0]['peak_mib'] - 4 * per_image
+            guess = (int((args.limit_gb * 1024 - fixed) / per_image) if per_image > 0
+                     else args.imagenet_max_batch)
+            log('  %s: %.1f MiB per image (batch 4: %.1f MiB, 8: %.1f MiB), %.1f MiB fixed: '
+                'batch %d estimated' % (mode, per_image, small[0]['peak_mib'],
+                                        small[1]['peak_mib'], fixed, guess))
+            batch = largest_near(fits, guess, args.imagenet_max_batch, max(1, guess // 20))
             if not batch:
                 continue
-            case = Case('densenet_imagenet', layers, growth, mode, batch, 224, args.steps)
-            result = run(case, args.limit_gb)
-            rows.append(_row(case, result))
-            log('  %s: batch %d, peak %s MiB (%s MiB per image), %s s/step, build %s s, '
-                '%s ops, RSS %s GiB' % (mode, batch, _f(result.get('peak_mib')),
-                                         _f(_per_image(result, batch)), _f(result.get('step_s'),
-                                                                           3),
-                                         _f(result.get('build_s'), 0), result.get('ops', '-'),
-                                         _f(_gib(result.get('rss_mib')), 2)))
+            result = dict(timed[batch], per_image_mib=per_image)
+            rows.append(_row(case(batch, args.steps), result))
+            log('  %s: batch %d%s, peak %s MiB (%s MiB per image at that batch), %s s/step, '
+                'build %s s, %s ops, RSS %s GiB' % (
+                    mode, batch, ' (the --imagenet_max_batch cap)' if
+                    batch == args.imagenet_max_batch else '', _f(result.get('peak_mib')),
+                    _f(_per_image(result, batch)),
+                    _f(result.get('step_s'), 3), _f(result.get('build_s'), 0),
+                    result.get('ops', '-'), _f(_gib(result.get('rss_mib')), 2)))
     return rows
 
 

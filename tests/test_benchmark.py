@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_fitting, loglog_slope,
-                               main, measure, parse_args, series)
+from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_fitting, largest_near,
+                               loglog_slope, main, measure, parse_args, series)
 
 
 def test_loglog_slope_and_the_search():
@@ -28,6 +28,42 @@ def test_loglog_slope_and_the_search():
     assert largest_fitting(fits, 1, upper=50) == 37 and max(tried) == 50
     tried[:] = []
     assert largest_fitting(fits, 30, upper=30) == 30 and tried == [30]  # measured once
+
+
+
+def test_the_search_from_an_estimate_measures_its_answer_in_few_steps():
+    tried = []
+
+    def fits(n):
+        tried.append(n)
+        return n <= 337
+    for guess, most in ((320, 4), (330, 2), (337, 2), (350, 4), (400, 16), (100, 16), (1000, 16)):
+        tried[:] = []
+        found = largest_near(fits, guess, resolution=10)
+        assert found in tried and len(tried) <= most, (guess, tried)  # near guesses cost 2-4
+        assert 327 <= found <= 337 and fits(found) and not fits(found + 10), (guess, tried)
+    tried[:] = []
+    assert largest_near(fits, 320, resolution=10) == 330 and tried == [320, 330, 350, 340]
+    assert largest_near(fits, 300, upper=310, resolution=10) == 310  # the cap fits: no further
+    assert largest_near(fits, 500, upper=310, resolution=1) == 310
+    assert largest_near(fits, 2000, resolution=1) == 337  # to one
+    assert largest_near(lambda n: False, 5, resolution=2) == 0
+    assert largest_near(lambda n: n == 1, 64, resolution=3) == 1
+
+
+def test_the_imagenet_section_finds_each_modes_largest_batch_within_the_limit(tmp_path, capsys):
+    run = StandIn()  # DenseNet-264 k=48: naive 435.6 MiB per image, shared 16.5
+    main(['--depths', '--imagenet', '264:48', '--limit_gb', '1', '--modes', 'naive', 'shared',
+          '--out', str(tmp_path)], run=run)
+    out = capsys.readouterr().out
+    assert 'naive: batch 4 / 8: out of memory / out of memory' in out
+    assert 'shared: 16.5 MiB per image' in out and 'shared: batch 62, peak 1023.0 MiB' in out
+    probes = [case.batch for case in run.cases if case.setting == 'shared']
+    assert probes[:2] == [4, 8] and 62 in probes and 65 in probes and len(probes) <= 5
+    assert {case.classes for case in run.cases} == {1000}
+    with open(str(tmp_path / 'memory.csv')) as f:
+        assert f.read().splitlines()[1].endswith(',shared,62,224,ok,264000,1,1023,2.64,26.4,'
+                                                 '26400,3071,x,16.5')
 
 
 class StandIn(object):
