@@ -23,7 +23,7 @@ def densenet_imagenet(img_input, nb_classes=1000, layers=121, growth_rate=32, **
         raise ValueError('ImageNet DenseNets have %s layers, got %r' % (
             '/'.join(map(str, sorted(IMAGENET_BLOCKS))), layers))
     return DenseNetCreator(img_input, nb_classes, bottleneck=True, depth=layers,
-                           growth_rate=growth_rate, nb_filter=2 * growth_rate, nb_dense_block=4,
+                           growth_rate=growth_rate, nb_dense_block=4,
                            nb_layers_per_block=list(IMAGENET_BLOCKS[layers]), reduction=0.5,
                            subsample_initial_block=True, **kwargs)
 
