@@ -185,13 +185,7 @@ def largest_fitting(fits, start, upper=None):
         if high == upper:
             return high
         low, high = high, high * 2 if upper is None else min(high * 2, upper)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle
-    return low
+    return _bisect(fits, low, high)
 
 
 def largest_near(fits, guess, upper=None, resolution=1):
@@ -224,6 +218,12 @@ def largest_near(fits, guess, upper=None, resolution=1):
                 low = n
             else:
                 high, stride = n, stride * 2
+    return _bisect(fits, low, high, resolution)
+
+
+def _bisect(fits, low, high, resolution=1):
+    """The largest n found to fit between `low` (fits) and `high` (does not), bisecting until
+    they are at most `resolution` apart."""
     while high - low > resolution:
         middle = (low + high) // 2
         if fits(middle):
