@@ -10,8 +10,9 @@ Every measurement runs in a fresh process of its own (nothing one leaves behind 
 next, and each reports its own peak resident memory): it builds one Nesterov-SGD training step
 (timing the construction, gradients included, and counting its ops), runs a warm-up step, then
 --steps timed steps, the first one's peak read from TensorFlow's BFC allocator statistics
-(`benchmarks.peak`; the bytes allocated on top of the variables); time is their median. A step that
-does not fit the allocator's limit (--limit_gb, or --budget_gb for the search) is reported as
+(`benchmarks.peak`; the bytes allocated on top of the variables and the input batch); time is
+their median (--steps 0: one step, no warm-up, read the same way: for steps of minutes). A step
+that does not fit the allocator's limit (--limit_gb, or --budget_gb for the search) is reported as
 such. It prints markdown tables, the log-log slope of each mode's peak over depth (2 is
 quadratic, 1 linear), and writes memory.csv and memory.png to --out.
 """
@@ -48,8 +49,9 @@ QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=1, wide=['1
 class Case(object):
     """One measurement: a model ('densenet_bc', 'densenet_imagenet' with `depth` layers, or
     'keras_densenet121'), its growth rate, `setting` (a mode of MODES or a partial setting such
-    as 'every=2'), batch, input size, and how many steps to time after the warm-up (the first
-    one's peak is read; 0: only whether the warm-up step fits)."""
+    as 'every=2'), batch, input size, and how many steps to time after a warm-up step (the
+    first one's peak is read; 0: no warm-up, the one step is timed and its peak read, one-off
+    costs included)."""
     model: str
     depth: int
     growth_rate: int
@@ -117,24 +119,27 @@ def _measure(case):
     from models.compat import tf
     with tf.Graph().as_default() as graph:
         rng = np.random.RandomState(0)
-        images = tf.constant(rng.uniform(0, 1, (case.batch, case.image_size, case.image_size, 3))
-                             .astype(np.float32))
-        labels = tf.constant(rng.randint(0, case.classes, case.batch).astype(np.int32))
-        start = time.time()
+        batch = {}  # in local variables, set by a feed: in memory before any step, as weights are
+        images = _local(rng.uniform(0, 1, (case.batch, case.image_size, case.image_size, 3))
+                        .astype(np.float32), batch)
+        labels = _local(rng.randint(0, case.classes, case.batch).astype(np.int32), batch)
+        start, inputs = time.time(), len(graph.get_operations())
         loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images))
         train = tf.group(  # the updates beside the step, as in utils.optimizer.training_graph
             tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
             *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
-        build_s, ops = time.time() - start, len(graph.get_operations())
+        build_s, ops = time.time() - start, len(graph.get_operations()) - inputs
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
                         for v in tf.global_variables())
         stats = peak.AllocatorStats()
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
-            sess.run(train)  # warm-up: one-off allocations
-            peak_bytes, times = None, []
-            for step in range(case.steps):  # the first one's peak is read (and it is timed)
+            sess.run(tf.local_variables_initializer(), feed_dict=batch)
+            if case.steps:
+                sess.run(train)  # warm-up: one-off allocations
+            times = []
+            for step in range(max(1, case.steps)):  # the first one's peak is read (and timed)
                 start = time.time()
                 if step:
                     sess.run(train)
@@ -143,9 +148,17 @@ def _measure(case):
                 times.append(time.time() - start)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
     return dict(params=params, variables_mib=variables / MIB, status='ok', ops=ops,
-                peak_mib=None if peak_bytes is None else peak_bytes / MIB, build_s=build_s,
-                step_s=float(np.median(times)) if times else None, rss_mib=rss_mib,
-                tensorflow=compat.VERSION)
+                peak_mib=peak_bytes / MIB, build_s=build_s, step_s=float(np.median(times)),
+                rss_mib=rss_mib, tensorflow=compat.VERSION)
+
+
+def _local(value, feeds):
+    """A local variable holding the array `value`, its initial value fed from `feeds` (no
+    constant of its size in the graph)."""
+    from models.compat import tf
+    placeholder = tf.placeholder(value.dtype, value.shape)
+    feeds[placeholder] = value
+    return tf.Variable(placeholder, trainable=False, collections=[tf.GraphKeys.LOCAL_VARIABLES])
 
 
 def _logits(case, images):
@@ -185,52 +198,45 @@ def largest_fitting(fits, start, upper=None):
         if high == upper:
             return high
         low, high = high, high * 2 if upper is None else min(high * 2, upper)
-    return _bisect(fits, low, high)
-
-
-def largest_near(fits, guess, upper=None, resolution=1):
-    """The largest n in [1, upper] with fits(n) (monotone), to within `resolution`; 0 if none.
-
-    For steps too slow to double into (DenseNet-264 at 224x224): starts at `guess`, an
-    estimate, moves outward in strides of `resolution` (doubling) until one measurement fits and
-    a larger one does not, then bisects between them. A good guess costs two measurements, and
-    the answer is still measured: n fits, n + resolution (or the next one tried) does not.
-    """
-    guess = max(1, guess if upper is None else min(guess, upper))
-    low, high, stride = None, None, resolution
-    if fits(guess):
-        low = guess
-        while high is None and low != upper:
-            n = low + stride if upper is None else min(low + stride, upper)
-            if fits(n):
-                low, stride = n, stride * 2
-            else:
-                high = n
-        if high is None:
-            return low
-    else:
-        high = guess
-        while low is None:
-            if high == 1:
-                return 0
-            n = max(1, high - stride)
-            if fits(n):
-                low = n
-            else:
-                high, stride = n, stride * 2
-    return _bisect(fits, low, high, resolution)
-
-
-def _bisect(fits, low, high, resolution=1):
-    """The largest n found to fit between `low` (fits) and `high` (does not), bisecting until
-    they are at most `resolution` apart."""
-    while high - low > resolution:
+    while high - low > 1:
         middle = (low + high) // 2
         if fits(middle):
             low = middle
         else:
             high = middle
     return low
+
+
+def largest_by_peaks(measure, points, limit, upper):
+    """The largest n <= `upper` whose step's peak fits `limit` (MiB), to 5%, where `measure(n)`
+    returns the peak of n or None if it does not fit, and `points` holds at least two measured
+    (n, peak) pairs that fit.
+
+    For steps too slow to double into (DenseNet-264 at 224x224): each probe extends the line
+    through the two largest fitting measurements to the limit (peaks grow about linearly with
+    the batch once feature maps dominate, so one probe near the answer makes the next one
+    close), and bisects instead where a probe has shown that line to reach too far. Every
+    answer is measured: n fits, and n + 5% does not (or n is the cap).
+    """
+    points = sorted(points)
+    low, high = points[-1][0], upper + 1
+    while high - low > _resolution(low):
+        (n1, p1), (n2, p2) = points[-2:]
+        slope = (p2 - p1) / float(n2 - n1)
+        n = min(n2 + int((limit - p2) / slope) if slope > 0 else upper, upper)
+        if n >= high:  # the line reaches past a batch that did not fit
+            n = (low + high) // 2
+        n = min(max(n, low + _resolution(low)), high - 1)
+        peak = measure(n)
+        if peak is None:
+            high = n
+        else:
+            low, points = n, sorted(points + [(n, peak)])
+    return low
+
+
+def _resolution(n):
+    return max(1, n // 20)
 
 
 def budget(args, mode, log, run=measure):
@@ -305,9 +311,9 @@ def wide(args, log, run=measure):
 
 def imagenet(args, log, run=measure):
     """ImageNet DenseNets of --imagenet ('264:48', 1000 classes) at 224x224, per mode of
-    --modes: the memory per image (two measured batches, 4 and 8), the largest batch within
-    --limit_gb (to 5%, searched from the estimate those two give; up to --imagenet_max_batch),
-    each probe a timed measurement."""
+    --modes: the largest batch within --limit_gb (to 5%, up to --imagenet_max_batch), searched
+    from batches 4 and 8 by the measured peaks (`largest_by_peaks`), each probe a measurement
+    of --steps steps, and the memory each added image takes there."""
     rows = []
     for spec in args.imagenet:
         layers, growth = map(int, spec.split(':'))
@@ -317,34 +323,39 @@ def imagenet(args, log, run=measure):
             def case(batch, steps):
                 return Case('densenet_imagenet', layers, growth, mode, batch, 224, steps,
                             classes=1000)
-
-            timed = {}  # each probe is the timed measurement of its batch: no step runs twice
-
-            def fits(batch):
-                timed[batch] = run(case(batch, args.steps), args.limit_gb)
-                log('  %s batch %d: %s' % (mode, batch, timed[batch]['status']))
-                return timed[batch]['status'] == 'ok'
-            small = [run(case(batch, 1), args.limit_gb) for batch in (4, 8)]
-            if any(result['status'] != 'ok' for result in small):
-                log('  %s: batch 4 / 8: %s' % (mode, ' / '.join(r['status'] for r in small)))
+            measured = dict((batch, (case(batch, 1), run(case(batch, 1), args.limit_gb)))
+                            for batch in (4, 8))
+            if any(result['status'] != 'ok' for _, result in measured.values()):
+                log('  %s: batch 4 / 8: %s' % (mode, ' / '.join(
+                    result['status'] for _, result in measured.values())))
                 continue
-            per_image = (small[1]['peak_mib'] - small[0]['peak_mib']) / 4.0
-            fixed = small[0]['variables_mib'] + small[0]['peak_mib'] - 4 * per_image
-            guess = (int((args.limit_gb * 1024 - fixed) / per_image) if per_image > 0
-                     else args.imagenet_max_batch)
-            log('  %s: %.1f MiB per image (batch 4: %.1f MiB, 8: %.1f MiB), %.1f MiB fixed: '
-                'batch %d estimated' % (mode, per_image, small[0]['peak_mib'],
-                                        small[1]['peak_mib'], fixed, guess))
-            batch = largest_near(fits, guess, args.imagenet_max_batch, max(1, guess // 20))
-            if not batch:
-                continue
-            result = dict(timed[batch], per_image_mib=per_image)
-            rows.append(_row(case(batch, args.steps), result))
-            log('  %s: batch %d%s, peak %s MiB (%s MiB per image at that batch), %s s/step, '
-                'build %s s, %s ops, RSS %s GiB' % (
+            log('  %s: batch 4: %.1f MiB, batch 8: %.1f MiB; searching from there'
+                % (mode, measured[4][1]['peak_mib'], measured[8][1]['peak_mib']))
+
+            def held(batch):  # what the allocator holds beside the variables: step and input
+                return measured[batch][1]['peak_mib'] + batch * (224 * 224 * 3 * 4 + 4) / MIB
+
+            def peak(batch):
+                measured[batch] = (case(batch, args.steps),
+                                   run(case(batch, args.steps), args.limit_gb))
+                result = measured[batch][1]
+                log('  %s batch %d: %s' % (mode, batch, 'peak %.1f MiB' % result['peak_mib']
+                                           if result['status'] == 'ok' else result['status']))
+                return held(batch) if result['status'] == 'ok' else None
+            batch = largest_by_peaks(
+                peak, [(n, held(n)) for n in (4, 8)],
+                args.limit_gb * 1024 - measured[4][1]['variables_mib'], args.imagenet_max_batch)
+            fitting = sorted(n for n, (_, result) in measured.items() if result['status'] == 'ok')
+            below = fitting[fitting.index(batch) - 1]
+            measured_case, result = measured[batch]
+            result = dict(result, per_image_mib=(result['peak_mib'] - measured[below][1][
+                'peak_mib']) / (batch - below))
+            rows.append(_row(measured_case, result))
+            log('  %s: batch %d%s, peak %s MiB (%s MiB per image at that batch, %s per image '
+                'added from batch %d), %s s/step, build %s s, %s ops, RSS %s GiB' % (
                     mode, batch, ' (the --imagenet_max_batch cap)' if
                     batch == args.imagenet_max_batch else '', _f(result.get('peak_mib')),
-                    _f(_per_image(result, batch)),
+                    _f(_per_image(result, batch)), _f(result['per_image_mib']), below,
                     _f(result.get('step_s'), 3), _f(result.get('build_s'), 0),
                     result.get('ops', '-'), _f(_gib(result.get('rss_mib')), 2)))
     return rows
@@ -484,7 +495,9 @@ def parse_args(argv):
     parser.add_argument('--growth_rate', type=int, default=12)
     parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--image_size', type=int, default=32)
-    parser.add_argument('--steps', type=int, default=3, help='timed steps (median reported)')
+    parser.add_argument('--steps', type=int, default=3,
+                        help='timed steps after a warm-up step (median reported); 0: one step, '
+                        'no warm-up (one-off costs included: for steps of minutes)')
     parser.add_argument('--wide', nargs='*', default=[], metavar='L:K',
                         help='DenseNet-BC (L, k) pairs, e.g. 250:24 190:40')
     parser.add_argument('--imagenet', nargs='*', default=[], metavar='L:K',

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_fitting, largest_near,
+from benchmarks.memory import (CSV_FIELDS, MODES, Case, budget, largest_by_peaks, largest_fitting,
                                loglog_slope, main, measure, parse_args, series)
 
 
@@ -31,24 +31,31 @@ def test_loglog_slope_and_the_search():
 
 
 
-def test_the_search_from_an_estimate_measures_its_answer_in_few_steps():
+def test_the_search_by_peaks_measures_its_answer_in_few_probes():
     tried = []
 
-    def fits(n):
-        tried.append(n)
-        return n <= 337
-    for guess, most in ((320, 4), (330, 2), (337, 2), (350, 4), (400, 16), (100, 16), (1000, 16)):
+    def measure(law):
+        def peak(n):
+            tried.append(n)
+            return law(n) if law(n) <= 1000 else None
+        return peak
+
+    def linear(n):  # 300 is the largest batch within 1000 MiB
+        return 100 + 3.0 * n
+
+    def piled_up(n):  # small batches: a fixed peak elsewhere in the step, slope 0.5
+        return max(300 + 0.5 * n, linear(n))
+
+    def search(law, upper=2000):
         tried[:] = []
-        found = largest_near(fits, guess, resolution=10)
-        assert found in tried and len(tried) <= most, (guess, tried)  # near guesses cost 2-4
-        assert 327 <= found <= 337 and fits(found) and not fits(found + 10), (guess, tried)
-    tried[:] = []
-    assert largest_near(fits, 320, resolution=10) == 330 and tried == [320, 330, 350, 340]
-    assert largest_near(fits, 300, upper=310, resolution=10) == 310  # the cap fits: no further
-    assert largest_near(fits, 500, upper=310, resolution=1) == 310
-    assert largest_near(fits, 2000, resolution=1) == 337  # to one
-    assert largest_near(lambda n: False, 5, resolution=2) == 0
-    assert largest_near(lambda n: n == 1, 64, resolution=3) == 1
+        return largest_by_peaks(measure(law), [(4, law(4)), (8, law(8))], 1000, upper)
+    assert search(linear) == 300 and tried == [300, 315]  # on its line: the answer, and 5% more
+    assert search(piled_up) == 300 and len(tried) <= 8, tried  # the line from 4 and 8 misleads
+    assert 300 in tried and 315 in tried and max(tried) <= 2000
+    assert search(linear, upper=250) == 250 and tried == [250]  # a cap that fits: measured once
+    assert search(lambda n: 100 + 110.0 * n) == 8 and tried == [9]  # nothing past the points
+    assert search(lambda n: 100 + 3.0 * n if n < 200 else 2000) == 199  # a step up in the law
+    assert 199 in tried and 208 in tried  # measured: 199 fits, 199 + 5% does not
 
 
 def test_the_imagenet_section_finds_each_modes_largest_batch_within_the_limit(tmp_path, capsys):
@@ -57,13 +64,23 @@ def test_the_imagenet_section_finds_each_modes_largest_batch_within_the_limit(tm
           '--out', str(tmp_path)], run=run)
     out = capsys.readouterr().out
     assert 'naive: batch 4 / 8: out of memory / out of memory' in out
-    assert 'shared: 16.5 MiB per image' in out and 'shared: batch 62, peak 1023.0 MiB' in out
+    assert 'shared: batch 4: 66.0 MiB, batch 8: 132.0 MiB' in out
+    # 62 is the largest batch within 1 GiB (16.5 MiB each); the search counts the input batch
+    # too (0.57 MiB per 224x224 image), which the stand-in's limit does not: to 5% below
+    found = re.search(r'shared: batch (\d+), peak ([\d.]+) MiB \(16\.5 MiB per image at that '
+                      r'batch, 16\.5 per image added from batch (\d+)\)', out)
+    batch = int(found.group(1))
+    assert 59 <= batch <= 62 and float(found.group(2)) == 16.5 * batch, out
     probes = [case.batch for case in run.cases if case.setting == 'shared']
-    assert probes[:2] == [4, 8] and 62 in probes and 65 in probes and len(probes) <= 5
+    assert probes[:2] == [4, 8] and batch in probes and len(probes) <= 5, probes
+    assert int(found.group(3)) in probes and int(found.group(3)) < batch
+    assert [n for n in probes if batch < n <= batch * 1.05 + 1]  # and 5% more did not fit
     assert {case.classes for case in run.cases} == {1000}
     with open(str(tmp_path / 'memory.csv')) as f:
-        assert f.read().splitlines()[1].endswith(',shared,62,224,ok,264000,1,1023,2.64,26.4,'
-                                                 '26400,3071,x,16.5')
+        row = dict(zip(CSV_FIELDS, f.read().splitlines()[1].split(',')))
+    assert (row['model'], row['setting'], row['batch'], row['status'], row['per_image_mib']) == (
+        'densenet_imagenet', 'shared', str(batch), 'ok', '16.5')
+    assert abs(float(row['peak_mib']) - 16.5 * batch) <= 0.5
 
 
 class StandIn(object):
@@ -131,6 +148,9 @@ def test_a_real_measurement_in_a_process_of_its_own():
     assert result['status'] == 'ok', result
     assert 0 < result['peak_mib'] < 50 and result['params'] > 1000 and result['ops'] > 100
     assert result['step_s'] > 0 and result['build_s'] > 0 and result['rss_mib'] > 100
+    first = measure(Case('densenet_bc', 16, 4, 'shared', 4, 8, 0), limit_gb=4)  # no warm-up
+    assert first['status'] == 'ok' and 0 < first['peak_mib'] < 50 and first['step_s'] > 0
+    assert first['ops'] == result['ops']  # the training step's, the input's not counted
     # an allocator too small for the step (BC-16 b256 32x32 needs about 300 MiB): a result
     assert measure(Case('densenet_bc', 16, 4, 'naive', 256, 32, 0),
                    limit_gb=0.1)['status'] == 'out of memory'
