@@ -539,8 +539,10 @@ def main(argv=None, run=measure):
     args = parse_args(argv)
     from models import compat
     title = ('one Nesterov-SGD step on %s, TensorFlow %s; peak = BFC allocator bytes on top of '
-             'the variables, time = median of %d steps' % (
-                 'GPU' if compat.gpu_available() else 'CPU', compat.VERSION, args.steps))
+             'the variables, time = %s' % (
+                 'GPU' if compat.gpu_available() else 'CPU', compat.VERSION,
+                 'median of %d steps after a warm-up' % args.steps if args.steps else
+                 'the first step (no warm-up)'))
     print('DenseNet-BC k=%d, batch %d, %dx%d; %s' % (args.growth_rate, args.batch_size,
                                                      args.image_size, args.image_size, title))
     log = lambda line: print(line, flush=True)  # noqa: E731
