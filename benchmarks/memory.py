@@ -243,9 +243,9 @@ def budget(args, mode, log, run=measure):
     """(deepest DenseNet-BC k=--growth_rate at --batch_size, largest batch of
     BC---budget_depth) whose step fits an allocator capped at --budget_gb GiB, by measurement
     (`run(case, limit_gb)`); the searches stop at --budget_max_depth / --budget_max_batch."""
-    def fits(depth, batch):
+    def fits(depth, batch):  # a warm-up and a second step: the first may fit where the next not
         result = run(Case('densenet_bc', depth, args.growth_rate, mode, batch,
-                          args.image_size, 0), args.budget_gb)
+                          args.image_size, 1), args.budget_gb)
         log('  %s L=%d batch %d: %s' % (mode, depth, batch, 'fits' if result['status'] == 'ok'
                                         else result['status']))
         return result['status'] == 'ok'

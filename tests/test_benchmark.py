@@ -135,7 +135,7 @@ def test_the_budget_search_measures_at_the_limit_and_stops_at_its_caps(capsys):
     args = parse_args(['--budget_gb', '1', '--budget_depth', '100', '--budget_from', '40'])
     # shared: L MiB at batch 64 -> deepest 6n + 4 <= 1024; BC-100 fits batch 655 (100 b / 64)
     assert budget(args, 'shared', print, run) == (1024, 655)
-    assert all(case.steps == 0 and case.setting == 'shared' for case in run.cases)
+    assert all(case.steps == 1 and case.setting == 'shared' for case in run.cases)
     capped = parse_args(['--budget_gb', '1', '--budget_max_depth', '200',
                          '--budget_max_batch', '16'])
     assert budget(capped, 'shared', print, run) == (196, 16)  # 196 = 6 x 32 + 4 <= 200
