@@ -333,11 +333,12 @@ def imagenet(args, log, run=measure):
                 % (mode, measured[4][1]['peak_mib'], measured[8][1]['peak_mib']))
 
             def held(batch):  # what the allocator holds beside the variables: step and input
-                return measured[batch][1]['peak_mib'] + batch * (224 * 224 * 3 * 4 + 4) / MIB
+                probe, result = measured[batch]
+                return result['peak_mib'] + batch * (probe.image_size ** 2 * 3 * 4 + 4) / MIB
 
             def peak(batch):
-                measured[batch] = (case(batch, args.steps),
-                                   run(case(batch, args.steps), args.limit_gb))
+                probe = case(batch, args.steps)
+                measured[batch] = (probe, run(probe, args.limit_gb))
                 result = measured[batch][1]
                 log('  %s batch %d: %s' % (mode, batch, 'peak %.1f MiB' % result['peak_mib']
                                            if result['status'] == 'ok' else result['status']))
