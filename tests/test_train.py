@@ -3,6 +3,7 @@ running without Horovod, and two Horovod workers."""
 import dataclasses
 import glob
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ from conftest import DIGITS_BC16, PYTHON, ROOT, SMALL, run
 from helpers import HANG_GUARD, horovodrun
 from models import Recomputation
 from models.compat import tf
-from utils import data, distribution, optimizer
+from utils import data, distribution, hooks, optimizer
 from utils.config import TrainConfig
 from utils.flags import efficiency
 
@@ -34,6 +35,7 @@ def _checkpoint_step(model_dir):
 def test_train_resume_and_eval_end_to_end(trained_run, tmp_path, entry):
     losses = _logged_losses(trained_run.stdout)
     assert len(losses) == 4 and losses[-1] < losses[0], trained_run.stdout
+    assert re.search(r'step 40/40 loss .* img/s, 0:00:00 left', trained_run.stdout)
     assert _checkpoint_step(trained_run.model_dir) == 40
     assert os.path.isfile(os.path.join(trained_run.model_dir, 'config.json'))
     events = glob.glob(os.path.join(trained_run.model_dir, 'events.out.tfevents.*'))
@@ -126,6 +128,48 @@ def test_two_horovod_workers_agree(tmp_path, precision):
     assert not glob.glob(os.path.join(out, 'rank1', '*'))
     if precision == 'fp16':
         assert 1 <= tf.train.load_variable(os.path.join(out, 'rank0'), 'loss_scale') <= 2 ** 15
+
+
+class _Clock(object):
+    """Stands in for the `time` module in utils.hooks: each reading is the next of `times`."""
+
+    def __init__(self, times):
+        self._times = iter(times)
+
+    def time(self):
+        return next(self._times)
+
+
+def test_progress_rates_leave_start_up_out_and_say_the_time_left(tmp_path, monkeypatch):
+    """Six steps of 8 images, logged every 2: the first step ends 100 s after the session
+    began and each later one takes 0.5 s, so every rate is 16 img/s (counting the start-up in
+    made a resumed run's first rate read half the true one) and the time left is 0.5 s a step."""
+    # the first reading ends step 1; 100.5, 101.5 and 102.5 end steps 2, 4 and 6
+    monkeypatch.setattr(hooks, 'time', _Clock([100.0, 100.5, 101.0, 101.5, 102.0, 102.5]))
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    hooks.LOG.addHandler(handler)
+    level = hooks.LOG.level
+    hooks.LOG.setLevel(logging.INFO)
+    try:
+        with tf.Graph().as_default():
+            step = tf.train.get_or_create_global_step()
+            train_op = tf.assign_add(step, 1)
+            fetches = dict(loss=tf.constant(0.5), accuracy=tf.constant(0.25),
+                           lr=tf.constant(0.1), step=step)
+            progress = hooks.ProgressHook(fetches, 0, 6, 8, str(tmp_path), 2)
+            with tf.train.MonitoredSession(hooks=[progress]) as session:
+                for _ in range(6):
+                    session.run(train_op)
+    finally:
+        hooks.LOG.removeHandler(handler)
+        hooks.LOG.setLevel(level)
+    assert lines == ['step 2/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:02 left',
+                     'step 4/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:01 left',
+                     'step 6/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:00 left'], lines
+    assert hooks.duration(3 * 3600 + 4 * 60 + 5.4) == '3:04:05'
+    assert hooks.duration(26 * 3600 + 59.6) == '26:01:00'
 
 
 def test_flags_accept_the_older_ports_command_line():

@@ -168,9 +168,19 @@ def _remove_partial_save(model_dir, step):
             os.remove(path)
 
 
+def duration(seconds):
+    """`seconds` as H:MM:SS, rounded to the second."""
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return '%d:%02d:%02d' % (minutes // 60, minutes % 60, seconds)
+
+
 class ProgressHook(tf.train.SessionRunHook):
-    """A tqdm bar with step, loss, accuracy, learning rate and images/s (log lines instead when
-    the output is not a terminal); images/s also to TensorBoard."""
+    """A tqdm bar with step, loss, accuracy, learning rate and images/s (log lines with the time
+    left instead when the output is not a terminal); images/s also to TensorBoard.
+
+    The clock starts when the first step ends: session start-up, restoring and the first step's
+    one-off graph work are not training speed, and counted in they made the first rate of a
+    resumed run read half the true one."""
 
     def __init__(self, fetches, start, last_step, global_batch, model_dir, every):
         self._fetches, self._start, self._last = fetches, start, last_step
@@ -181,7 +191,7 @@ class ProgressHook(tf.train.SessionRunHook):
         self._bar = tqdm(total=self._last, initial=self._start, unit='step', dynamic_ncols=True,
                          file=sys.stdout, mininterval=1.0, disable=None)
         self._writer = tf.summary.FileWriterCache.get(self._dir)
-        self._time, self._step = time.time(), self._start
+        self._time, self._step = None, self._start
 
     def before_run(self, run_context):
         return tf.train.SessionRunArgs(self._fetches)
@@ -190,15 +200,19 @@ class ProgressHook(tf.train.SessionRunHook):
         r = run_values.results
         step = int(run_context.session.run(self._fetches['step']))
         self._bar.update(step - self._bar.n)
-        if step % self._every == 0 or step >= self._last:
-            now = time.time()
-            rate = (step - self._step) * self._batch / max(now - self._time, 1e-9)
+        now = time.time()
+        if self._time is None:
+            self._time, self._step = now, step
+        elif step % self._every == 0 or step >= self._last:
+            seconds = max(now - self._time, 1e-9)
+            rate = (step - self._step) * self._batch / seconds
+            left = (self._last - step) * seconds / max(step - self._step, 1)
             self._time, self._step = now, step
             self._bar.set_postfix(loss='%.4f' % r['loss'], acc='%.3f' % r['accuracy'],
                                   lr='%.3g' % r['lr'], img_s='%.0f' % rate, refresh=False)
             if self._bar.disable:
-                LOG.info('step %d/%d loss %.4f acc %.3f lr %.3g %.0f img/s', step, self._last,
-                         r['loss'], r['accuracy'], r['lr'], rate)
+                LOG.info('step %d/%d loss %.4f acc %.3f lr %.3g %.0f img/s, %s left', step,
+                         self._last, r['loss'], r['accuracy'], r['lr'], rate, duration(left))
             self._writer.add_summary(tf.Summary(value=[
                 tf.Summary.Value(tag='images_per_sec', simple_value=rate)]), step)
 
