@@ -4,11 +4,14 @@ The graph comes from `utils.optimizer` (as in the Estimator model_fn),
 the hooks from `utils.hooks`, distribution from `utils.distribution`.
 """
 import contextlib
+import os
+import re
 
 from models import SCOPE
 from models.compat import tf
 from utils import distribution, hooks, optimizer, run_dir
 from utils.checkpoints import check_compatible, checkpoint_step, latest_checkpoint
+from utils.errors import TrainingError, first_line
 from utils.log import LOG
 from utils.restore import keras_init_fn
 
@@ -103,16 +106,38 @@ def _run(train_op, all_hooks, init_fn, config, dist, step):
         sharded=True, allow_empty=True, save_relative_paths=True))
     saver = [hooks.CheckpointSaver(config.model_dir, config.save_checkpoint_steps, scaffold)]
     global_step = tf.train.get_global_step()
-    # Only rank 0 writes checkpoints and summaries.
-    with tf.train.MonitoredTrainingSession(
-            checkpoint_dir=config.model_dir if dist.is_chief else None, hooks=all_hooks,
-            chief_only_hooks=saver if dist.is_chief else None, scaffold=scaffold,
-            save_checkpoint_steps=None, save_checkpoint_secs=None,
-            save_summaries_steps=config.log_every_steps, log_step_count_steps=None,
-            config=dist.session_config()) as sess:
-        while not sess.should_stop():
-            step = sess.run([train_op, global_step])[1]
+    try:  # Only rank 0 writes checkpoints and summaries.
+        with tf.train.MonitoredTrainingSession(
+                checkpoint_dir=config.model_dir if dist.is_chief else None, hooks=all_hooks,
+                chief_only_hooks=saver if dist.is_chief else None, scaffold=scaffold,
+                save_checkpoint_steps=None, save_checkpoint_secs=None,
+                save_summaries_steps=config.log_every_steps, log_step_count_steps=None,
+                config=dist.session_config()) as sess:
+            while not sess.should_stop():
+                step = sess.run([train_op, global_step])[1]
+    except tf.errors.ResourceExhaustedError as e:
+        raise TrainingError(_out_of_memory(e, step, config))
     return step
+
+
+def _out_of_memory(error, step, config):
+    """One line for a step (or evaluation) that did not fit: where, the allocation that failed
+    (often a small one: the straw, not the load), the CPU allocator's cap (utils/cli.py sets
+    it), what needs less. Nothing of the failed step was saved."""
+    found = re.search(r'OOM when allocating tensor with shape ?\[([^\]]*)\] and type (\w+) on '
+                      r'\S*?(\w+:\d+) by allocator', error.message)
+    if not found:
+        return 'out of memory after step %d: %s' % (step, first_line(error))
+    shape, dtype, device = found.groups()
+    less = ['a smaller --batch_size (this run: %d)' % config.batch_size]
+    if not config.efficient.shared:
+        less.append('--efficient shared')
+    if device.startswith('CPU') and os.environ.get('TF_CPU_BFC_MEM_LIMIT_IN_MB'):
+        less.append('a higher TF_CPU_BFC_MEM_LIMIT_IN_MB (now %s)'
+                    % os.environ['TF_CPU_BFC_MEM_LIMIT_IN_MB'])
+    return ('out of memory after step %d on %s (allocating %s %s); try %s; the last checkpoint, '
+            '%s, is intact' % (step, device, dtype, '[%s]' % shape if shape else 'scalar',
+                           ' or '.join(less), latest_checkpoint(config.model_dir, report=False)))
 
 
 def _poison(images, first, count):
