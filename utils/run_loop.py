@@ -135,9 +135,10 @@ def _out_of_memory(error, step, config):
     if device.startswith('CPU') and os.environ.get('TF_CPU_BFC_MEM_LIMIT_IN_MB'):
         less.append('a higher TF_CPU_BFC_MEM_LIMIT_IN_MB (now %s)'
                     % os.environ['TF_CPU_BFC_MEM_LIMIT_IN_MB'])
-    return ('out of memory after step %d on %s (allocating %s %s); try %s; the last checkpoint, '
-            '%s, is intact' % (step, device, dtype, '[%s]' % shape if shape else 'scalar',
-                           ' or '.join(less), latest_checkpoint(config.model_dir, report=False)))
+    last = latest_checkpoint(config.model_dir, report=False)
+    return 'out of memory after step %d on %s (allocating %s %s); try %s; %s' % (
+        step, device, dtype, '[%s]' % shape if shape else 'scalar', ' or '.join(less),
+        'the last checkpoint, %s, is intact' % last if last else 'no checkpoint was written')
 
 
 def _poison(images, first, count):
