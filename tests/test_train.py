@@ -140,10 +140,12 @@ class _Clock(object):
         return next(self._times)
 
 
-def test_progress_rates_leave_start_up_out_and_say_the_time_left(tmp_path, monkeypatch):
+def test_progress_lines_give_interval_means_rates_without_start_up_and_the_time_left(
+        tmp_path, monkeypatch):
     """Six steps of 8 images, logged every 2: the first step ends 100 s after the session
     began and each later one takes 0.5 s, so every rate is 16 img/s (counting the start-up in
-    made a resumed run's first rate read half the true one) and the time left is 0.5 s a step."""
+    made a resumed run's first rate read half the true one) and the time left is 0.5 s a step.
+    Step n's loss is n: each line gives the mean of its two steps, not the last one."""
     # the first reading ends step 1; 100.5, 101.5 and 102.5 end steps 2, 4 and 6
     monkeypatch.setattr(hooks, 'time', _Clock([100.0, 100.5, 101.0, 101.5, 102.0, 102.5]))
     lines = []
@@ -156,7 +158,8 @@ def test_progress_rates_leave_start_up_out_and_say_the_time_left(tmp_path, monke
         with tf.Graph().as_default():
             step = tf.train.get_or_create_global_step()
             train_op = tf.assign_add(step, 1)
-            fetches = dict(loss=tf.constant(0.5), accuracy=tf.constant(0.25),
+            counter = tf.Variable(0.0, trainable=False)
+            fetches = dict(loss=tf.assign_add(counter, 1.0), accuracy=tf.constant(0.25),
                            lr=tf.constant(0.1), step=step)
             progress = hooks.ProgressHook(fetches, 0, 6, 8, str(tmp_path), 2)
             with tf.train.MonitoredSession(hooks=[progress]) as session:
@@ -165,9 +168,9 @@ def test_progress_rates_leave_start_up_out_and_say_the_time_left(tmp_path, monke
     finally:
         hooks.LOG.removeHandler(handler)
         hooks.LOG.setLevel(level)
-    assert lines == ['step 2/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:02 left',
-                     'step 4/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:01 left',
-                     'step 6/6 loss 0.5000 acc 0.250 lr 0.1 16 img/s, 0:00:00 left'], lines
+    assert lines == ['step 2/6 loss 1.5000 acc 0.250 lr 0.1 16 img/s, 0:00:02 left',
+                     'step 4/6 loss 3.5000 acc 0.250 lr 0.1 16 img/s, 0:00:01 left',
+                     'step 6/6 loss 5.5000 acc 0.250 lr 0.1 16 img/s, 0:00:00 left'], lines
     assert hooks.duration(3 * 3600 + 4 * 60 + 5.4) == '3:04:05'
     assert hooks.duration(26 * 3600 + 59.6) == '26:01:00'
 

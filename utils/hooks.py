@@ -178,6 +178,8 @@ class ProgressHook(tf.train.SessionRunHook):
     """A tqdm bar with step, loss, accuracy, learning rate and images/s (log lines with the time
     left instead when the output is not a terminal); images/s also to TensorBoard.
 
+    Loss and accuracy are the means over the steps since the last line: one batch's figures
+    swing too much to show a trend (a 40-step digits run's last batch read above its first).
     The clock starts when the first step ends: session start-up, restoring and the first step's
     one-off graph work are not training speed, and counted in they made the first rate of a
     resumed run read half the true one."""
@@ -192,6 +194,7 @@ class ProgressHook(tf.train.SessionRunHook):
                          file=sys.stdout, mininterval=1.0, disable=None)
         self._writer = tf.summary.FileWriterCache.get(self._dir)
         self._time, self._step = None, self._start
+        self._sums, self._count = np.zeros(2), 0
 
     def before_run(self, run_context):
         return tf.train.SessionRunArgs(self._fetches)
@@ -200,6 +203,8 @@ class ProgressHook(tf.train.SessionRunHook):
         r = run_values.results
         step = int(run_context.session.run(self._fetches['step']))
         self._bar.update(step - self._bar.n)
+        self._sums += (r['loss'], r['accuracy'])
+        self._count += 1
         now = time.time()
         if self._time is None:
             self._time, self._step = now, step
@@ -207,12 +212,14 @@ class ProgressHook(tf.train.SessionRunHook):
             seconds = max(now - self._time, 1e-9)
             rate = (step - self._step) * self._batch / seconds
             left = (self._last - step) * seconds / max(step - self._step, 1)
+            loss, accuracy = self._sums / self._count
             self._time, self._step = now, step
-            self._bar.set_postfix(loss='%.4f' % r['loss'], acc='%.3f' % r['accuracy'],
+            self._sums, self._count = np.zeros(2), 0
+            self._bar.set_postfix(loss='%.4f' % loss, acc='%.3f' % accuracy,
                                   lr='%.3g' % r['lr'], img_s='%.0f' % rate, refresh=False)
             if self._bar.disable:
                 LOG.info('step %d/%d loss %.4f acc %.3f lr %.3g %.0f img/s, %s left', step,
-                         self._last, r['loss'], r['accuracy'], r['lr'], rate, duration(left))
+                         self._last, loss, accuracy, r['lr'], rate, duration(left))
             self._writer.add_summary(tf.Summary(value=[
                 tf.Summary.Value(tag='images_per_sec', simple_value=rate)]), step)
 
