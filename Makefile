@@ -138,15 +138,17 @@ $(STAMP3): $(REQS3)
 	rm -rf $(HOROVOD_SRC)
 	touch $(STAMP3)
 
-# Every suite runs even when one fails; each runs the cross-stack tests against the others.
+# Every suite runs even when one fails. Each runs the cross-stack tests against the next stack
+# round the ring (1.15 -> 2.15 -> 2.21 -> 1.15): one test moves a model dir both ways, so the
+# ring covers every pair in both directions and each stack trains first once and resumes once.
 test: $(STAMP1) $(STAMP2) $(STAMP3)
 	@status=0; \
 	echo "== TensorFlow 1.15 (Python 3.7, $(VENV1)) =="; \
-	OTHER_STACKS=$(VENV2)/bin/python:$(VENV3)/bin/python $(VENV1)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	OTHER_STACKS=$(VENV2)/bin/python $(VENV1)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
 	echo "== TensorFlow 2.15 ($(VENV2)) =="; \
-	OTHER_STACKS=$(VENV1)/bin/python:$(VENV3)/bin/python $(VENV2)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	OTHER_STACKS=$(VENV3)/bin/python $(VENV2)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
 	echo "== TensorFlow 2.21 ($(VENV3)) =="; \
-	OTHER_STACKS=$(VENV1)/bin/python:$(VENV2)/bin/python $(VENV3)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	OTHER_STACKS=$(VENV1)/bin/python $(VENV3)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
 	exit $$status
 
 test-tf1: $(STAMP1)

@@ -1,11 +1,14 @@
 """tf.keras.applications DenseNet-121 weights (.h5, random, no download) in our graph, through
 models.keras_import and the --init_from_keras flags of train.py, eval.py and export.py."""
+import os
 import re
+import subprocess
 
 import numpy as np
 import pytest
 
 import models
+from conftest import PYTHON, ROOT
 from models.compat import tf
 from models.keras_import import load_keras_weights, preprocess_input
 from utils.predict import Predictor
@@ -13,31 +16,49 @@ from utils.predict import Predictor
 SIZE = 32  # Keras DenseNet-121 takes 32x32 inputs; small keeps the tests fast
 
 
+# Run in a child of this stack's Python, eagerly: in this process's graph mode Keras saves an
+# .h5 file with one session call per layer, two thirds of the fixture's time. Writes the file and
+# the images with Keras' logits for them.
+KERAS_FILE = """
+import sys
+import numpy as np
+import tensorflow as tf
+if not tf.executing_eagerly():
+    tf.compat.v1.enable_eager_execution()  # TensorFlow 1.15
+path, out, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rng = np.random.RandomState(0)
+images = rng.uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+keras = tf.keras.applications.DenseNet121(weights=None, input_shape=(size, size, 3))
+values = []
+for w in keras.weights:
+    shape = w.shape.as_list()
+    if 'moving_variance' in w.name or 'gamma' in w.name:
+        values.append(1.0 + 0.2 * rng.rand(*shape))
+    else:
+        values.append(0.05 * rng.randn(*shape))
+keras.set_weights(values)
+keras.save_weights(path)
+# Logits: Keras' classifier (fc1000 in keras-applications 1.0.8, predictions in Keras 2.x)
+# applies softmax, so take the pooled features times its weights.
+features = tf.keras.Model(keras.input, keras.get_layer('avg_pool').output)
+kernel, bias = keras.layers[-1].get_weights()
+pixels = tf.keras.applications.densenet.preprocess_input(images.copy())
+np.savez(out, images=images, logits=features.predict(pixels).dot(kernel) + bias)
+"""
+
+
 @pytest.fixture(scope='module')
 def keras121(tmp_path_factory):
-    """(.h5 path, raw-pixel images, the Keras model's logits for them) of a random DenseNet-121."""
-    path = str(tmp_path_factory.mktemp('keras') / 'densenet121.h5')
-    rng = np.random.RandomState(0)
-    images = rng.uniform(0, 255, (2, SIZE, SIZE, 3)).astype(np.float32)
-    with tf.Graph().as_default(), tf.Session() as sess:
-        tf.keras.backend.set_session(sess)
-        keras = tf.keras.applications.DenseNet121(weights=None, input_shape=(SIZE, SIZE, 3))
-        values = []
-        for w in keras.weights:
-            shape = w.shape.as_list()
-            if 'moving_variance' in w.name or 'gamma' in w.name:
-                values.append(1.0 + 0.2 * rng.rand(*shape))
-            else:
-                values.append(0.05 * rng.randn(*shape))
-        keras.set_weights(values)
-        keras.save_weights(path)
-        # Logits: Keras' classifier (fc1000 in keras-applications 1.0.8, predictions in Keras
-        # 2.x) applies softmax, so take the pooled features times its weights.
-        features = tf.keras.Model(keras.input, keras.get_layer('avg_pool').output)
-        kernel, bias = keras.layers[-1].get_weights()
-        pixels = tf.keras.applications.densenet.preprocess_input(images.copy())
-        logits = features.predict(pixels).dot(kernel) + bias
-    return path, images, logits
+    """(.h5 path, raw-pixel images, the Keras model's logits for them) of a random DenseNet-121
+    (this stack's tf.keras: tf-keras where models.compat chose it)."""
+    directory = tmp_path_factory.mktemp('keras')
+    path, arrays = str(directory / 'densenet121.h5'), str(directory / 'expected.npz')
+    proc = subprocess.run([PYTHON, '-c', KERAS_FILE, path, arrays, str(SIZE)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(arrays) as expected:
+        return path, expected['images'], expected['logits']
 
 
 def _relative_error(got, expected):

@@ -38,9 +38,11 @@ PARAMS = [
 
 @pytest.mark.parametrize('name,kwargs,classes,trainable,total', PARAMS)
 def test_parameter_counts_match_the_published_ones(graph, name, kwargs, classes, trainable, total):
-    size = 32 if name == 'densenet_bc' else 64  # counts do not depend on the input size
+    # Counts depend on neither the input size nor the mode; inference builds a third fewer ops.
+    size = 32 if name == 'densenet_bc' else 64
     img = tf.placeholder(tf.float32, [None, size, size, 3])
-    logits = models.create(name, img, classes, data_format='channels_last', **kwargs)()
+    logits = models.create(name, img, classes, data_format='channels_last', training=False,
+                           **kwargs)()
     assert logits.shape.as_list() == [None, classes]
     assert models.count_params(tf.trainable_variables()) == trainable
     if total is not None:
@@ -51,7 +53,7 @@ def test_the_papers_densenet264_k48_has_its_73m_parameters(graph):
     # Pleiss et al.'s ImageNet model (k=48, 2k initial filters): "73M parameters".
     img = tf.placeholder(tf.float32, [None, 64, 64, 3])
     model = models.densenet_imagenet(img, 1000, layers=264, growth_rate=48,
-                                     data_format='channels_last')
+                                     data_format='channels_last', training=False)
     assert model.nb_layers == [6, 12, 64, 48]
     model()
     assert round(models.count_params(tf.trainable_variables()) / 1e6) == 73
@@ -169,21 +171,26 @@ def test_default_data_format_on_this_machine():
 
 # -- efficient == naive ------------------------------------------------------------------------
 
-def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32, size=SIZE, **kwargs):
-    """Loss, gradients (by variable name) and moving statistics after one step, fixed weights.
-
-    A DenseNet-BC with 3 blocks of 2 layers, k=4, unless `kwargs` say otherwise.
-    """
+def _gradient_graph(efficient, dropout_rate=0.0, dtype=tf.float32, size=SIZE, **kwargs):
+    """(model, loss, variables, gradients) in the default graph: a DenseNet-BC with 3 blocks of
+    2 layers, k=4, unless `kwargs` say otherwise, on fixed images."""
     config = dict(bottleneck=True, depth=16, growth_rate=4, reduction=0.5)
     config.update(kwargs)
+    img = tf.constant(np.random.RandomState(0).randn(BATCH, size, size, 3))
+    model = models.DenseNetCreator(tf.cast(img, dtype), CLASSES, efficient=efficient,
+                                   dropout_rate=dropout_rate, data_format='channels_last',
+                                   **config)
+    loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
+    variables = tf.trainable_variables()
+    return model, loss, variables, tf.gradients(loss, variables)
+
+
+def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32, size=SIZE, **kwargs):
+    """Loss, gradients (by variable name) and moving statistics after one step of
+    `_gradient_graph`'s network, fixed weights."""
     with tf.Graph().as_default():
-        img = tf.constant(np.random.RandomState(0).randn(BATCH, size, size, 3))
-        model = models.DenseNetCreator(tf.cast(img, dtype), CLASSES, efficient=efficient,
-                                       dropout_rate=dropout_rate, data_format='channels_last',
-                                       **config)
-        loss = tf.losses.sparse_softmax_cross_entropy(_labels(), model())
-        variables = tf.trainable_variables()
-        grads = tf.gradients(loss, variables)
+        model, loss, variables, grads = _gradient_graph(efficient, dropout_rate, dtype, size,
+                                                        **kwargs)
         updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
         moving = [v for v in tf.global_variables() if 'moving' in v.op.name]
         with tf.Session() as sess:
@@ -196,8 +203,7 @@ def _loss_and_gradients(efficient, dropout_rate=0.0, dtype=tf.float32, size=SIZE
         names = [v.op.name for v in variables]
         return dict(loss=loss_value, grads=dict(zip(names, grad_values)), n_updates=len(updates),
                     moving_before={v.op.name: b for v, b in zip(moving, before)},
-                    moving_after={v.op.name: a for v, a in zip(moving, after)},
-                    graph_ops=[op for op in tf.get_default_graph().get_operations()])
+                    moving_after={v.op.name: a for v, a in zip(moving, after)})
 
 
 def _relative_error(a, b):
@@ -278,10 +284,11 @@ def test_shared_statistics_mode_has_no_full_width_concatenation():
     """No feature maps concatenated wider than one chunk (4 layers' outputs, 4k channels),
     forward or backward, where efficient=True concatenates whole layer inputs (8 + 5k)."""
     def widest_concatenation(efficient):
-        ops = _loss_and_gradients(efficient, depth=40)['graph_ops']  # 3 blocks of 6 layers
-        return max(int(op.outputs[0].shape[-1]) for op in ops
-                   if op.type == 'ConcatV2' and op.outputs[0].shape.ndims == 4
-                   and op.outputs[0].shape[0] == BATCH)  # not a kernel's gradient
+        with tf.Graph().as_default() as graph:  # the graph is the answer: nothing to run
+            _gradient_graph(efficient, depth=40)  # 3 blocks of 6 layers
+            return max(int(op.outputs[0].shape[-1]) for op in graph.get_operations()
+                       if op.type == 'ConcatV2' and op.outputs[0].shape.ndims == 4
+                       and op.outputs[0].shape[0] == BATCH)  # not a kernel's gradient
     assert widest_concatenation('shared') == 4 * 4
     assert widest_concatenation(True) >= 8 + 5 * 4
 
@@ -294,12 +301,14 @@ def test_dropout_changes_the_loss_and_its_seed_replays_it():
 
 
 def test_efficient_graph_really_recomputes_in_the_backward_pass():
-    def forward_convs_under_gradients(result):
-        return [op for op in result['graph_ops']
-                if op.type == 'Conv2D' and op.name.startswith('gradients')]
-    assert not forward_convs_under_gradients(_loss_and_gradients(False))
+    def forward_convs_under_gradients(efficient):
+        with tf.Graph().as_default() as graph:
+            _gradient_graph(efficient)
+            return [op for op in graph.get_operations()
+                    if op.type == 'Conv2D' and op.name.startswith('gradients')]
+    assert not forward_convs_under_gradients(False)
     # 1 stem + 3 blocks x 2 layers x 2 convs + 2 transitions
-    assert len(forward_convs_under_gradients(_loss_and_gradients(True))) == 1 + 12 + 2
+    assert len(forward_convs_under_gradients(True)) == 1 + 12 + 2
 
 
 @pytest.mark.parametrize('efficient', [False, True, 'shared'])

@@ -1,9 +1,9 @@
 """The stacks side by side (TF 1.15, 2.15, 2.21): a model dir trained on this stack resumes,
 evaluates and exports on another, and frozen graphs and SavedModels of either serve on the other.
 
-The other stacks' Pythons come from OTHER_STACKS, colon-separated (`make test` sets it to the
-other virtualenvs); each stack's suite runs this file against each other stack, so every pair is
-covered in both directions.
+The other stacks' Pythons come from OTHER_STACKS, colon-separated. One test moves a model dir
+there and back and serves each side's exports on the other, so `make test` gives each stack's
+suite the next stack round a ring (1.15 -> 2.15 -> 2.21 -> 1.15): every pair, both directions.
 """
 import json
 import os
