@@ -154,6 +154,23 @@ def test_train_config_defaults_are_the_flags_defaults(tmp_path):
     assert from_flags.initial_learning_rate() == 0.05
 
 
+def test_fashion_mnist_defaults_are_the_finished_run_in_pretrained():
+    """The README's Fashion-MNIST result is pretrained/fashion_mnist; `train.py --dataset
+    fashion_mnist` must be that run: train.py accepts the directory as its own, with the same
+    batch and schedule, and would stop at the step its final checkpoint holds."""
+    model_dir = os.path.join(ROOT, 'pretrained', 'fashion_mnist')
+    args = train.parse_args(['--dataset', 'fashion_mnist', '--efficient', 'shared',
+                             '--model_dir', model_dir])
+    training = resolve.for_train(args, gpu=False)
+    with open(os.path.join(model_dir, 'schedule.json')) as f:
+        schedule = json.load(f)
+    assert (training.config.batch_size, training.config.lr_schedule) == (
+        schedule['batch_size'], schedule['lr_schedule'])
+    final = checkpoints.latest_checkpoint(model_dir, report=False)
+    assert checkpoints.checkpoint_step(final) == training.config.total_steps(
+        60000, schedule['workers'])
+
+
 @pytest.mark.slow
 def test_train_refuses_a_model_dir_of_another_model_and_resumes_without_flags(trained_run,
                                                                               tmp_path, entry):

@@ -31,7 +31,7 @@ class Defaults(object):
 DEFAULTS = {
     'digits': Defaults('densenet_bc', 40, 12, 64, 30, 10),
     'mnist': Defaults('densenet_bc', 40, 12, 64, 15, 5),
-    'fashion_mnist': Defaults('densenet_bc', 40, 12, 64, 15, 5, 'cosine'),
+    'fashion_mnist': Defaults('densenet_bc', 40, 12, 64, 24, 5, 'cosine'),
     'cifar10': Defaults('densenet_bc', 100, 12, 64, 300, 10),
     'cifar100': Defaults('densenet_bc', 100, 12, 64, 300, 10),
     'imagenet': Defaults('densenet121', 121, 32, 256, 90, 1),
