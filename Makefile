@@ -65,7 +65,7 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 # links it (the wheels of 1.15 and 2.15/2.21 link `compatible_gloo` / `compatible17_gloo`, a copy
 # of the same 37 files). For TF 2.15 on 2 idle cores: 194 s -> 119 s, wheel 16.1 MB -> 1.0 MB
 # (`pip wheel --no-build-isolation` of the sdist as released and as edited). EDIT is a further
-# command run on the source. Each edit is checked, so a Horovod whose CMakeLists moved those lines
+# command run in the source tree. Each edit is checked, so a Horovod whose CMakeLists moved those lines
 # stops the build instead of silently building something else.
 define install_horovod
 	rm -rf build/horovod$(2) && mkdir -p build/horovod$(2)
@@ -77,7 +77,7 @@ define install_horovod
 	  build/horovod$(2)/CMakeLists.txt
 	grep -q 'REPLACE "-O2 -g" "-O3" CMAKE_CXX_FLAGS_RELWITHDEBINFO' build/horovod$(2)/CMakeLists.txt
 	grep -q 'add_subdirectory(third_party/gloo EXCLUDE_FROM_ALL)' build/horovod$(2)/CMakeLists.txt
-	$(3)
+	$(if $(3),cd build/horovod$(2) && $(3))
 	$(HOROVOD_ENV) $(1)/bin/python -m pip install --no-build-isolation ./build/horovod$(2)
 	$(1)/bin/horovodrun --check-build
 	rm -rf build/horovod$(2)
@@ -86,9 +86,8 @@ endef
 # Horovod 0.28.1, its last release, compiles horovod/tensorflow/xla_mpi_ops.cc (XLA-compiled
 # all-reduce, opt-in at run time and GPU-only), whose XLA headers TensorFlow 2.21's wheel does
 # not ship; everything else builds as it is. For TF 2.21 the sdist is built without that file.
-HOROVOD_TF_CMAKE = build/horovod-tf2.21/horovod/tensorflow/CMakeLists.txt
-HOROVOD_NO_XLA = sed -i '/horovod\/tensorflow\/xla_mpi_ops\.cc/d' $(HOROVOD_TF_CMAKE) && \
-	! grep -q xla_mpi_ops $(HOROVOD_TF_CMAKE)
+HOROVOD_NO_XLA = sed -i '/horovod\/tensorflow\/xla_mpi_ops\.cc/d' horovod/tensorflow/CMakeLists.txt && \
+	! grep -q xla_mpi_ops horovod/tensorflow/CMakeLists.txt
 
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 

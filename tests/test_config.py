@@ -15,7 +15,7 @@ import train
 from conftest import DIGITS_BC16, ROOT
 from models import Recomputation
 from models.compat import tf
-from utils import checkpoints, inference, optimizer, resolve
+from utils import checkpoints, data, inference, optimizer, resolve
 from utils.config import ModelConfig, TrainConfig
 from utils.errors import CheckpointError, UsageError
 
@@ -168,7 +168,7 @@ def test_fashion_mnist_defaults_are_the_finished_run_in_pretrained():
         schedule['batch_size'], schedule['lr_schedule'])
     final = checkpoints.latest_checkpoint(model_dir, report=False)
     assert checkpoints.checkpoint_step(final) == training.config.total_steps(
-        60000, schedule['workers'])
+        data.spec('fashion_mnist').train_size, schedule['workers'])
 
 
 @pytest.mark.slow
