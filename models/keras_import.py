@@ -8,6 +8,8 @@ per channel — `preprocess_input`, with `models.presets`' IMAGENET_MEAN/STD, wh
 ImageNet pipeline normalises with too.
 """
 import contextlib
+import functools
+import operator
 import os
 import re
 
@@ -46,6 +48,12 @@ def _keras_name(ours):
     return None
 
 
+# The most bytes one weight may declare: DenseNet-201's largest (its classifier's kernel,
+# 1920 x 1000 float32) is 7.7 MB. A file's weights are checked against this and the file's own
+# size before any is read: a crafted 5 KB file may declare petabytes.
+MAX_WEIGHT_BYTES = 1 << 30
+
+
 @contextlib.contextmanager
 def _weights_group(path):
     """The HDF5 group of a Keras weights (or whole-model) file's layers; ValueError naming
@@ -62,23 +70,52 @@ def _weights_group(path):
         yield group
 
 
-def read_keras_h5(path):
-    """{layer name: {weight name: array}} from a Keras weights (or whole-model) .h5 file."""
+def _names(attrs, key, where):
+    """The list of names in HDF5 attribute `key`; ValueError naming `where` if it is not one."""
+    if key not in attrs:
+        raise ValueError('%s has no %s: not a Keras weights file' % (where, key))
+    names = attrs[key]
+    if not isinstance(names, np.ndarray) or names.ndim != 1 or not all(
+            isinstance(n, (bytes, str)) for n in names):
+        raise ValueError('%s: %s is not a list of names' % (where, key))
+    return [n.decode('utf-8', 'replace') if isinstance(n, bytes) else n for n in names]
+
+
+def _datasets(path, group):
+    """{layer: {weight: h5py.Dataset}} of a Keras weights group, its structure and declared
+    sizes checked (ValueError naming the first thing wrong); no weight is read here."""
+    import h5py
+    limit = min(MAX_WEIGHT_BYTES, os.path.getsize(path))
     weights = {}
-    with _weights_group(path) as group:
-        for layer in group.attrs['layer_names']:
-            layer = layer.decode() if isinstance(layer, bytes) else layer
-            entry = {}
-            for weight in group[layer].attrs['weight_names']:
-                weight = weight.decode() if isinstance(weight, bytes) else weight
-                short = weight.split('/')[-1].split(':')[0]
-                entry[short] = np.asarray(group[layer][weight])
-            if entry:
-                weights[layer] = entry
+    for layer in _names(group.attrs, 'layer_names', path):
+        if not isinstance(group.get(layer), h5py.Group):
+            raise ValueError('%s: layer %s is listed but missing' % (path, layer))
+        entry = {}
+        for weight in _names(group[layer].attrs, 'weight_names', '%s: layer %s' % (path, layer)):
+            found = group[layer].get(weight)
+            if not isinstance(found, h5py.Dataset) or found.dtype.kind != 'f':
+                raise ValueError('%s: weight %s/%s is listed but %s' % (
+                    path, layer, weight, 'missing' if found is None else 'not an array of floats'))
+            size = functools.reduce(operator.mul, found.shape, found.dtype.itemsize)
+            if size > limit:
+                raise ValueError('%s: weight %s/%s declares %s values (%d bytes), more than the '
+                                 'file (%d bytes) or any DenseNet holds' % (
+                                     path, layer, weight, list(found.shape), size,
+                                     os.path.getsize(path)))
+            entry[weight.split('/')[-1].split(':')[0]] = found
+        if entry:
+            weights[layer] = entry
     for name in _KERAS_CLASSIFIERS[1:]:  # one name for the classifier, whichever Keras wrote it
         if name in weights and _KERAS_CLASSIFIERS[0] not in weights:
             weights[_KERAS_CLASSIFIERS[0]] = weights.pop(name)
     return weights
+
+
+def read_keras_h5(path):
+    """{layer name: {weight name: array}} from a Keras weights (or whole-model) .h5 file."""
+    with _weights_group(path) as group:
+        return dict((layer, dict((w, np.asarray(d)) for w, d in entry.items()))
+                    for layer, entry in _datasets(path, group).items())
 
 
 def check_source(path, model):
@@ -90,8 +127,8 @@ def check_source(path, model):
             '/'.join(KERAS_MODELS), model))
     if not os.path.isfile(path):
         raise ValueError('%s: no such Keras weights file' % path)
-    with _weights_group(path):
-        pass
+    with _weights_group(path) as group:
+        _datasets(path, group)
 
 
 def preprocess_input(images):
@@ -114,7 +151,13 @@ def keras_values(path, variables, new_classifier=False):
     """
     if not os.path.isfile(path):
         raise ValueError('%s: no such Keras weights file' % path)
-    keras = read_keras_h5(path)
+    with _weights_group(path) as group:
+        return _match(path, _datasets(path, group), variables, new_classifier)
+
+
+def _match(path, keras, variables, new_classifier):
+    """`keras_values` of the file's {layer: {weight: h5py.Dataset}}: each weight's shape is
+    compared with its variable's before it is read."""
     pairs, skipped, used = [], [], set()
     for var in variables:
         target = _keras_name(var.op.name)
@@ -126,14 +169,14 @@ def keras_values(path, variables, new_classifier=False):
             raise ValueError('%s has no %s/%s for %s: not a Keras DenseNet of this depth' % (
                 path, layer, weight, var.op.name))
         value = keras[layer][weight]
-        if list(value.shape) != var.shape.as_list():
+        if list(value.shape) != var.shape.as_list():  # h5py's shape: nothing read yet
             if new_classifier and _is_classifier(var):
                 skipped.append(var)
                 continue
             raise ValueError('%s: %s/%s is %s, %s needs %s (another architecture or class count)'
                              % (path, layer, weight, list(value.shape), var.op.name,
                                 var.shape.as_list()))
-        pairs.append((var, value))
+        pairs.append((var, np.asarray(value)))
     if not pairs:
         raise ValueError('no DenseNet variables to load %s into' % path)
     unused = sorted(l for l in keras if _KERAS_LAYER_RE.match(l) and l not in used)

@@ -152,15 +152,42 @@ def _foreign_hdf5(path):
         f.create_dataset('weights', data=np.zeros(3))
 
 
+def _keras_like(layer_names=(b'conv1_conv',), weight_names=(b'conv1_conv/kernel:0',),
+                shape=(3, 3), dtype='f4', make_layer=True):
+    """A writer of a Keras-shaped .h5 file, damaged as the arguments say."""
+    def write(path):
+        import h5py
+        with h5py.File(str(path), 'w') as f:
+            f.attrs['layer_names'] = layer_names
+            if make_layer:
+                layer = f.create_group('conv1_conv')
+                if weight_names is not None:
+                    layer.attrs['weight_names'] = weight_names
+                if shape is not None:
+                    layer.create_dataset('conv1_conv/kernel:0', shape=shape, dtype=dtype)
+    return write
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('write, message', [
     (lambda path: path.write_text('not HDF5'), r'not a readable \.h5 file'),
     (lambda path: path.write_bytes(b''), r'not a readable \.h5 file'),
     (_foreign_hdf5, r'not a Keras weights file \(no layer_names\)'),
-], ids=['text', 'empty', 'foreign-hdf5'])
-def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry, write, message):
+    (_keras_like(make_layer=False), r'layer conv1_conv is listed but missing'),
+    (_keras_like(weight_names=None), r'layer conv1_conv has no weight_names'),
+    (_keras_like(layer_names=7), r'layer_names is not a list of names'),
+    (_keras_like(weight_names=[1, 2]), r'layer conv1_conv: weight_names is not a list'),
+    (_keras_like(shape=None), r'weight conv1_conv/conv1_conv/kernel:0 is listed but missing'),
+    (_keras_like(dtype='S4'), r'kernel:0 is listed but not an array of floats'),
+    (_keras_like(shape=(2 ** 50, 8)), r'kernel:0 declares \[1125899906842624, 8\] values '
+                                      r'\(36028797018963968 bytes\), more than the file'),
+], ids=['text', 'empty', 'foreign-hdf5', 'missing-layer', 'no-weight-names', 'names-not-a-list',
+        'weight-names-not-names', 'missing-weight', 'not-floats', '32-PiB'])
+def test_the_keras_file_is_checked_whole_before_anything_is_read_or_written(
+        tmp_path, entry, write, message):
     """A file that is no Keras weights file is refused before the graph is built, and before
-    --model_dir is created (the weights are assigned later, when the session starts)."""
+    --model_dir is created (the weights are assigned later, when the session starts); its
+    structure and declared sizes are checked before any weight is read."""
     bad = tmp_path / 'weights.h5'
     write(bad)
     model_dir = tmp_path / 'run'
@@ -168,5 +195,9 @@ def test_train_reads_the_keras_file_before_writing_anything(tmp_path, entry, wri
                  'False', '--batch_size', '2', '--max_steps', '1', '--init_from_keras', str(bad),
                  '--model_dir', str(model_dir), check=False)
     assert proc.returncode == 1 and len(proc.stderr.splitlines()) == 1
-    assert re.match(r'error: %s: %s' % (re.escape(str(bad)), message), proc.stderr), proc.stderr
+    assert re.match(r'error: %s: .*%s' % (re.escape(str(bad)), message), proc.stderr), proc.stderr
     assert not model_dir.exists()
+    exported = entry('export.py', '--init_from_keras', str(bad), '--output',
+                     str(tmp_path / 'k.pb'), check=False)
+    assert exported.returncode == 1 and len(exported.stderr.splitlines()) == 1
+    assert re.search(message, exported.stderr) and not (tmp_path / 'k.pb').exists()
