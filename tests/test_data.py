@@ -7,6 +7,8 @@ import logging
 import os
 import pickle
 import re
+import signal
+import subprocess
 import tarfile
 import threading
 import time
@@ -14,6 +16,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import PYTHON, ROOT, child_environment
 from helpers import (Payload, cifar_images, make_cifar10_bin, make_cifar_py, make_imagenet,
                      python_batch, take, write_cifar_bin)
 from models.compat import tf
@@ -248,9 +251,12 @@ def test_download_checks_md5_and_extracts(tmp_path, http_server):
 
 
 class _HostileHandler(http.server.BaseHTTPRequestHandler):
-    """/trickle: a byte every 0.2 s; /endless: zeros without end, no Content-Length."""
+    """/trickle: a byte every 0.2 s; /endless: zeros without end, no Content-Length;
+    /headers: a header line that never ends, a byte every 0.2 s."""
 
     def do_GET(self):
+        if self.path.startswith('/headers'):
+            return self._trickle_headers()
         self.send_response(200)
         self.end_headers()
         try:
@@ -262,6 +268,16 @@ class _HostileHandler(http.server.BaseHTTPRequestHandler):
                 else:
                     self.wfile.write(bytes(1 << 16))
         except OSError:  # the client hung up: what the test wants
+            pass
+
+    def _trickle_headers(self):
+        try:
+            self.wfile.write(b'HTTP/1.0 200 OK\r\nX-Slow: ')
+            while True:
+                self.wfile.write(b'a')
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
             pass
 
     def log_message(self, *args):
@@ -283,6 +299,8 @@ def hostile_server():
                                        r'the last 1 s\); stopped after \d+ bytes'),
     ('endless/cifar-10-binary.tar.gz', r'endless/cifar-10-binary\.tar\.gz: more than the 1000000 '
                                        r'bytes expected; stopped'),
+    ('headers/cifar-10-binary.tar.gz', r'headers/cifar-10-binary\.tar\.gz: no response headers '
+                                       r'within 1 s; stopped'),
 ])
 def test_a_trickling_or_endless_download_is_bounded_and_leaves_nothing(
         tmp_path, hostile_server, monkeypatch, path, pattern):
@@ -297,6 +315,35 @@ def test_a_trickling_or_endless_download_is_bounded_and_leaves_nothing(
         with pytest.raises(data.DataError, match=r'more than the 10000000 bytes'):
             download_cifar('cifar10', dest, url=hostile_server + path, progress=False)
         assert os.listdir(dest) == []
+
+
+def test_a_file_url_that_is_no_regular_file_is_refused_unopened(tmp_path):
+    fifo = str(tmp_path / 'cifar-10-binary.tar.gz')
+    os.mkfifo(fifo)  # opening it would wait for a writer
+    dest = str(tmp_path / 'data')
+    with pytest.raises(data.DataError, match=r'file://.*cifar-10-binary\.tar\.gz: a FIFO, not a '
+                                             r'file to download'):
+        download_cifar('cifar10', dest, url='file://' + fifo, size=10, progress=False)
+    assert os.listdir(dest) == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_download_removes_the_partial_file(tmp_path, hostile_server):
+    """The real command: SIGTERM's default action would end it before any clean-up."""
+    dest = str(tmp_path / 'data')
+    env = dict(child_environment(), **{download.MIRROR_ENV: hostile_server + 'trickle/'})
+    proc = subprocess.Popen([PYTHON, os.path.join(ROOT, 'train.py'), '--dataset', 'cifar10',
+                             '--data_dir', dest, '--download', 'True', '--model_dir',
+                             str(tmp_path / 'run')], cwd=ROOT, env=env, universal_newlines=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    while not (os.path.isdir(dest) and os.listdir(dest)):  # the partial file exists
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate()
+    assert proc.returncode == 143 and err.strip().splitlines() == [
+        'error: terminated (SIGTERM) during a download; the partial file is removed'], err
+    assert os.listdir(dest) == [] and not (tmp_path / 'run').exists()
 
 
 def test_the_mirror_is_tried_before_the_official_address(tmp_path, http_server, monkeypatch,

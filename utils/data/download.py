@@ -2,19 +2,29 @@
 safely), MNIST's and Fashion-MNIST's four IDX files (kept gzipped, as the reader takes them).
 
 Every download is bounded: no more bytes than the file's known size (MAX_BYTES where it is not
-known), and a transfer that brings fewer than STALL_BYTES in STALL_SECONDS is abandoned, so a
-trickling or endless server ends in one line, not a hang or a full disk. The partial file is
-removed on every way out. DENSENET_DATA_MIRROR=URL (a directory holding the files by their
-official names) is tried before the official addresses.
+known), response headers within STALL_SECONDS of the request, and a body that brings fewer than
+STALL_BYTES in STALL_SECONDS is abandoned, so a trickling or endless server ends in one line,
+not a hang or a full disk; a file:// address must name a regular file (not a FIFO). The partial
+file is removed on every way out, SIGTERM included. DENSENET_DATA_MIRROR=URL (a directory
+holding the files by their official names) is tried before the official addresses.
 """
+import contextlib
 import hashlib
+import http.client
 import os
 import shutil
+import signal
+import socket
+import stat
+import sys
 import tarfile
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 
+from utils import files
 from utils.errors import DataError
 from utils.log import LOG
 
@@ -92,28 +102,34 @@ def download_idx(name, data_dir, base_urls=None, md5s=None, progress=True):
 
 def _download_file(url, data_dir, name, size, md5, progress, then=None):
     """Downloads `url` to a temporary file in `data_dir`, checks its size (unless None) and MD5,
-    then calls `then(temporary path)` if given, else renames it to `name`. A failed or bad
-    download leaves nothing behind."""
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=name + '.', suffix='.part', dir=data_dir)
-    except OSError as e:
-        raise DataError('cannot download into --data_dir %s: %s' % (data_dir, e.strerror or e))
-    try:
-        with os.fdopen(fd, 'wb') as out:
-            digest = _fetch(url, out, size, progress)
-        got = os.path.getsize(tmp)
-        if size is not None and got != size:
-            raise DataError('%s: got %d bytes, expected %d' % (url, got, size))
-        if digest != md5:
-            raise DataError('%s: MD5 %s, expected %s (corrupt or wrong file)' % (url, digest, md5))
-        if then is not None:
-            then(tmp)
-        else:
-            os.replace(tmp, os.path.join(data_dir, name))
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    then calls `then(temporary path)` if given, else renames it to `name`. A failed, bad or
+    interrupted download leaves nothing behind."""
+    with _sigterm_unwinds():
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=name + '.', suffix='.part', dir=data_dir)
+        except OSError as e:
+            raise DataError('cannot download into --data_dir %s: %s' % (data_dir,
+                                                                       e.strerror or e))
+        try:
+            with os.fdopen(fd, 'wb') as out:
+                digest = _fetch(url, out, size, progress)
+            _check(url, tmp, size, digest, md5)
+            if then is not None:
+                then(tmp)
+            else:
+                os.replace(tmp, os.path.join(data_dir, name))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _check(url, path, size, digest, md5):
+    got = os.path.getsize(path)
+    if size is not None and got != size:
+        raise DataError('%s: got %d bytes, expected %d' % (url, got, size))
+    if digest != md5:
+        raise DataError('%s: MD5 %s, expected %s (corrupt or wrong file)' % (url, digest, md5))
 
 
 def download_cifar(name, data_dir, url=None, size=None, md5=None, progress=True):
@@ -145,10 +161,7 @@ def _fetch(url, out, size, progress):
     bytes, or when fewer than STALL_BYTES arrive in STALL_SECONDS."""
     limit = MAX_BYTES if size is None else size
     md5 = hashlib.md5()
-    try:
-        response = urllib.request.urlopen(url, timeout=STALL_SECONDS)
-    except (OSError, ValueError) as e:
-        raise DataError('%s: download failed (%s)' % (url, e))
+    response = _open(url)
     with response:
         announced = int(response.headers.get('Content-Length') or 0) or None
         if announced and announced > limit:
@@ -161,6 +174,82 @@ def _fetch(url, out, size, progress):
                   desc=os.path.basename(url), disable=None if progress else True) as bar:
             _copy(url, response, out, md5, limit, bar)
     return md5.hexdigest()
+
+
+def _open(url):
+    """The response to `url`, its headers read; DataError if it fails, if the headers take
+    more than STALL_SECONDS (the socket's timeout bounds each read, not a server that sends a
+    byte a minute), or if a file:// address is no regular file (opening a FIFO waits)."""
+    parsed = urllib.parse.urlparse(url)
+    sockets, late = [], threading.Event()
+    try:
+        if parsed.scheme == 'file':
+            mode = os.stat(urllib.request.url2pathname(parsed.path)).st_mode
+            if not stat.S_ISREG(mode):
+                raise DataError('%s: %s, not a file to download' % (url, files.describe(mode)))
+            return urllib.request.urlopen(url)
+        timer = threading.Timer(STALL_SECONDS, _hang_up, (sockets, late))
+        timer.start()
+        try:
+            response = _opener(sockets).open(url, timeout=STALL_SECONDS)
+        finally:
+            timer.cancel()
+        if late.is_set():  # cut off inside a header line, which http.client may take as whole
+            response.close()
+            raise OSError('cut off')
+        return response
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        if late.is_set():
+            raise DataError('%s: no response headers within %g s; stopped' % (url, STALL_SECONDS))
+        raise DataError('%s: download failed (%s)' % (url, e))
+
+
+def _hang_up(sockets, late):
+    late.set()
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: http.client gives up
+        except OSError:
+            pass
+
+
+def _opener(sockets):
+    """A urllib opener whose HTTP(S) connections add their sockets to `sockets`."""
+    def recorded(connection):
+        class Recorded(connection):
+            def connect(self):
+                super(Recorded, self).connect()
+                sockets.append(self.sock)
+        return Recorded
+
+    class Handler(urllib.request.HTTPHandler):
+        def http_open(self, req):
+            return self.do_open(recorded(http.client.HTTPConnection), req)
+
+    class SecureHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req):
+            return self.do_open(recorded(http.client.HTTPSConnection), req,
+                                context=self._context)
+    return urllib.request.build_opener(Handler, SecureHandler)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """SIGTERM during a download ends the process through its `finally` clauses (exit 143,
+    one line), so that the partial file is removed: its default action ends it on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        print('error: terminated (SIGTERM) during a download; the partial file is removed',
+              file=sys.stderr)
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _copy(url, response, out, md5, limit, bar):
