@@ -6,6 +6,7 @@
 The model is the one --model_dir/config.json describes; flags given override it. Evaluation
 never recomputes (there is no back-propagation), so there is no --efficient here.
 """
+import contextlib
 import json
 import os
 import sys
@@ -20,26 +21,21 @@ def parse_args(argv):
 
 def run(args):
     from models import compat
-    from utils import data, evaluation, resolve
-    from utils.errors import UsageError
-    if args.json:  # refused now, not after the whole evaluation
-        directory = os.path.dirname(os.path.abspath(args.json))
-        if os.path.isdir(args.json) or not os.access(directory, os.W_OK | os.X_OK):
-            raise UsageError('--json %s: %s' % (args.json, 'a directory' if os.path.isdir(
-                args.json) else 'cannot write in %s' % directory))
+    from utils import checkpoints, data, evaluation, files, resolve
     job = resolve.for_eval(args, compat.gpu_available())
-    dataset = data.for_model(job.model, job.data_dir)
-    cli.LOG.debug('%s; layout %s', job.model, job.data_format)
-    results = evaluation.evaluate(dataset, job.model, job.batch_size, job.data_format,
-                                  job.checkpoint, job.keras_weights, job.fp16, why=job.why)
-    cli.LOG.info('%s (step %d): %s', results['checkpoint'], results['global_step'],
-                 evaluation.format_metrics(results))
-    if args.json:
-        try:
-            with open(args.json, 'w') as f:
-                json.dump(results, f, indent=2, sort_keys=True)
-        except OSError as e:
-            raise UsageError('--json %s: %s' % (args.json, e.strerror or e))
+    # Reserved now (refused before the whole evaluation), never over a file this run reads.
+    output = files.Output(args.json, '--json', files.Protected(
+        [args.model_dir] + ([os.path.dirname(job.checkpoint)] if job.checkpoint else []),
+        [job.keras_weights], checkpoints.is_run_file)) if args.json else None
+    with output or contextlib.suppress():
+        dataset = data.for_model(job.model, job.data_dir)
+        cli.LOG.debug('%s; layout %s', job.model, job.data_format)
+        results = evaluation.evaluate(dataset, job.model, job.batch_size, job.data_format,
+                                      job.checkpoint, job.keras_weights, job.fp16, why=job.why)
+        cli.LOG.info('%s (step %d): %s', results['checkpoint'], results['global_step'],
+                     evaluation.format_metrics(results))
+        if output:
+            output.commit(json.dumps(results, indent=2, sort_keys=True))
 
 
 def main(argv=None):

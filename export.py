@@ -14,27 +14,39 @@ def parse_args(argv):
     return flags.export_parser(__doc__.splitlines()[0]).parse_args(argv)
 
 
+def predict(args):
+    from utils.predict import Predictor
+    predictor = Predictor(args.predict)
+    images = predictor.read(args.images)
+    for path, (classes, probs) in zip(args.images, predictor.top_k(images, args.top_k)):
+        cli.LOG.info('%s: %s', cli.shown(path), ', '.join('%d (%.3f)' % cp
+                                                          for cp in zip(classes, probs)))
+        if cli.output_closed():  # `| head`: the rest would go nowhere
+            return
+
+
 def run(args):
     if args.predict:
-        from utils.predict import Predictor, read_images
-        predictor = Predictor(args.predict)
-        images = read_images(args.images, predictor.image_shape)
-        for path, (classes, probs) in zip(args.images, predictor.top_k(images, args.top_k)):
-            cli.LOG.info('%s: %s', path, ', '.join('%d (%.3f)' % cp for cp in zip(classes, probs)))
-        return
+        return predict(args)
+    import contextlib
+    import os
     from utils import data, export, resolve
     job = resolve.for_export(args)
-    spec = data.spec(job.model.dataset, job.model.image_size)
-    graph_def = export.freeze(job.checkpoint, spec, job.model, job.keras_weights)
-    if args.output:
-        size = export.write_frozen(graph_def, args.output)
-        cli.LOG.info('wrote %s (%.1f MB): input %r float32 [None, %s] raw pixels -> %r, %r',
-                     args.output, size / 1e6, export.INPUT, ', '.join(map(str, spec.image_shape)),
-                     export.LOGITS, export.PROBABILITIES)
-    if args.saved_model:
-        export.write_saved_model(graph_def, args.saved_model)
-        cli.LOG.info('wrote SavedModel %s: serving_default images -> logits, probabilities, '
-                     'classes', args.saved_model)
+    frozen, saved = export.reserve(args.output, args.saved_model, [args.model_dir] + (
+        [os.path.dirname(job.checkpoint)] if job.checkpoint else []), [job.keras_weights])
+    with frozen or contextlib.suppress(), saved or contextlib.suppress():
+        spec = data.spec(job.model.dataset, job.model.image_size)
+        graph_def = export.freeze(job.checkpoint, spec, job.model, job.keras_weights)
+        if frozen:
+            size = export.write_frozen(graph_def, frozen)
+            cli.LOG.info('wrote %s (%.1f MB): input %r float32 [None, %s] raw pixels 0-%g -> '
+                         '%r, %r', args.output, size / 1e6, export.INPUT,
+                         ', '.join(map(str, spec.image_shape)), spec.pixel_max, export.LOGITS,
+                         export.PROBABILITIES)
+        if saved:
+            export.write_saved_model(graph_def, saved)
+            cli.LOG.info('wrote SavedModel %s: serving_default images -> logits, probabilities, '
+                         'classes', args.saved_model)
 
 
 def main(argv=None):

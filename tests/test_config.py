@@ -62,8 +62,11 @@ def test_a_broken_config_json_is_named(tmp_path):
             f.write(values if isinstance(values, str) else json.dumps(values))
         return ModelConfig.load(str(tmp_path))
     for change, message in (
-            (dict(depth=None), r'depth must be a positive integer, got None'),
-            (dict(growth_rate=-4), r'growth_rate must be a positive integer, got -4'),
+            (dict(depth=None), r'depth must be an integer in \[1, 3000\], got None'),
+            (dict(growth_rate=-4), r'growth_rate must be an integer in \[1, 1024\], got -4'),
+            (dict(depth=3004), r'depth must be an integer in \[1, 3000\], got 3004'),
+            (dict(depth=10 ** 400), r'depth must be an integer in \[1, 3000\], got 1000000000'),
+            (dict(image_size=1e300), r'image_size must be an integer in \[1, 4096\], got 1e\+300'),
             (dict(dataset='nope'), r'unknown dataset \'nope\' \(one of digits, mnist, '),
             (dict(model='resnet'), r'unknown model \'resnet\' \(one of densenet_bc, '),
             (dict(synthetic='no'), r'synthetic must be true or false, got \'no\''),
@@ -77,6 +80,20 @@ def test_a_broken_config_json_is_named(tmp_path):
         load(incomplete)
     with pytest.raises(CheckpointError, match=r'config\.json: unreadable'):
         load('{"dataset": ')
+    with pytest.raises(CheckpointError, match=r'config\.json: unreadable \(1e400 is too large'):
+        load('{"depth": 1e400}')
+
+
+@pytest.mark.parametrize('make, reason', [
+    (lambda path: os.mkfifo(path), 'a FIFO'),
+    (lambda path: os.symlink('/dev/zero', path), 'a character device'),
+    (lambda path: os.mkdir(path), 'a directory'),
+    (lambda path: open(path, 'w').write(' ' * (2 << 20)), r'2097152 bytes, more than the 1048576'),
+], ids=['fifo', 'dev-zero', 'directory', 'huge'])
+def test_a_config_json_that_is_no_small_regular_file_is_named_not_read(tmp_path, make, reason):
+    make(str(tmp_path / 'config.json'))
+    with pytest.raises(CheckpointError, match=r'config\.json: unreadable \(%s' % reason):
+        ModelConfig.load(str(tmp_path))
 
 
 def test_difference_names_each_field_that_differs():

@@ -112,14 +112,14 @@ def _wrapping_header(d):
 
 def _gzip_bomb(d):
     """A plausible header followed by far more zeros than it announces, compressed ~1000:1:
-    read whole, it would take 200 MB; read as the header says, 31 KB."""
+    read whole, it would take 200 MB; read as the header says, 16 KB."""
     path = os.path.join(d, 't10k-images-idx3-ubyte')
     os.remove(path)
     with gzip.open(path + '.gz', 'wb') as f:
-        f.write(struct.pack('>HBB3I', 0, 8, 3, 40, 28, 28))
+        f.write(struct.pack('>HBB3I', 0, 8, 3, 20, 28, 28))  # the test split's 20 labels
         for _ in range(200):
             f.write(bytes(2 ** 20))
-    return path + '.gz', r'overlong IDX file \(more than 31376 bytes'
+    return path + '.gz', r'overlong IDX file \(more than 15696 bytes'
 
 
 def _directory(d):

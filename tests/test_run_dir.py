@@ -10,6 +10,7 @@ import pytest
 from conftest import EVERY_20 as STEPS, SMALL
 from helpers import LONG, assert_one_line_failure, start, tree, wait_for_checkpoint
 from utils import checkpoints
+from utils.config import MAX_STEPS
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ def _not_utf8(index):
 def _fifo(index):
     os.remove(index)
     os.mkfifo(index)  # reading it would block
-    return 'is not a regular file'
+    return 'is a FIFO'
 
 
 @pytest.mark.slow
@@ -139,11 +140,12 @@ def test_an_index_that_is_a_directory_is_read_around_and_refused_for_writing(tra
     os.remove(index)
     os.mkdir(index)
     evaluated = entry('eval.py', '--model_dir', model_dir).stdout
-    assert 'warning: %s is not a regular file' % index in evaluated, evaluated
+    assert 'warning: %s is a directory' % index in evaluated, evaluated
     before = tree(model_dir)
     assert_one_line_failure(entry('train.py', '--model_dir', model_dir, '--max_steps', '60',
                                   *STEPS, check=False),
-                            r'%s is a directory, where TensorFlow writes' % re.escape(index))
+                            r'%s is a directory, where a training run writes its checkpoint'
+                            % re.escape(index))
     assert tree(model_dir) == before
 
 
@@ -203,7 +205,9 @@ def test_a_second_writer_is_refused_readers_follow_rotation_and_a_killed_runs_lo
     """A run saving every step keeps only its last 5 checkpoints: eval.py and export.py beside
     it read whichever is newest when their graph is built, even if it was just deleted."""
     model_dir = str(tmp_path / 'run')
-    first = start('--model_dir', model_dir, *LONG + ['--save_checkpoint_steps', '1'])
+    # Steps without end: the run goes on until this test kills it, however slow the machine.
+    first = start('--model_dir', model_dir, *LONG + ['--save_checkpoint_steps', '1',
+                                                      '--max_steps', str(MAX_STEPS)])
     try:
         wait_for_checkpoint(first, model_dir, 20)
         second = entry('train.py', '--model_dir', model_dir, *LONG, check=False)

@@ -239,8 +239,8 @@ def test_flags_accept_the_older_ports_command_line():
 @pytest.mark.parametrize('argv,message', [
     (['--efficient', 'maybe'], r"efficient must be True, False, 'shared', 'every=N'"),
     (['--fp16', 'maybe'], 'expected a boolean'),
-    (['--batch_size', '0'], 'expected a positive integer'),
-    (['--batch_size', '-4'], 'expected a positive integer'),
+    (['--batch_size', '0'], 'expected an integer from 1 to 65536'),
+    (['--batch_size', '-4'], 'expected an integer from 1 to 65536'),
     (['--model', 'resnet50'], 'invalid choice'),
     (['--dropout_rate', '1.5'], r'expected a number in \[0, 1\)'),
 ])

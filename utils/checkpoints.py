@@ -10,10 +10,18 @@ import os
 import re
 
 from models.compat import tf
+from utils import files
 from utils.errors import CheckpointError, first_line
 from utils.log import LOG
 PREFIX = 'model.ckpt'
 INDEX_FILE = 'checkpoint'  # TF's name for the index of a directory's checkpoints
+CONFIG_FILE = 'config.json'  # the model, saved by train.py (utils.config.ModelConfig)
+LOCK_FILE = 'train.lock'  # held by the run that writes the directory (utils.run_dir)
+SCHEDULE_FILE = 'schedule.json'  # how the run started (utils.run_dir.check_schedule)
+# Every name train.py writes in a run directory: what eval.py and export.py never write over.
+_RUN_FILE = re.compile(r'(%s-\d+\..+|%s|%s|%s|%s|events\.out\.tfevents\..+|\..+\.tmp|'
+                       r'\.write_probe\..+)$' % tuple(map(re.escape, (
+                           PREFIX, INDEX_FILE, LOCK_FILE, SCHEDULE_FILE, CONFIG_FILE))))
 _LAYER = re.compile(r'/denseblock(\d+)/denselayer(\d+)/')
 _FILE = re.compile(r'^%s-(\d+)\.(?:index|data-(\d+)-of-(\d+))$' % re.escape(PREFIX))
 
@@ -25,17 +33,20 @@ Scan.__doc__ = """A directory's checkpoints: `complete` paths oldest first, and 
 def scan(model_dir, verify=True):
     """The `Scan` of `model_dir`. With `verify`, the newest complete checkpoint is read in full
     (CRCs) and, if that fails, counted as damaged and the next newest is read instead."""
-    files = collections.defaultdict(list)  # step -> _FILE matches
+    found = collections.defaultdict(list)  # step -> _FILE matches
     for name in (os.listdir(model_dir) if model_dir and os.path.isdir(model_dir) else ()):
         match = _FILE.match(name)
         if match:
-            files[int(match.group(1))].append(match)
+            found[int(match.group(1))].append(match)
     complete, damaged = [], {}
-    for step in sorted(files):
+    for step in sorted(found):
         path = os.path.join(model_dir, '%s-%d' % (PREFIX, step))
-        shards = [m for m in files[step] if m.group(2) is not None]
+        shards = [m for m in found[step] if m.group(2) is not None]
         expected = int(shards[0].group(3)) if shards else 1
-        if len(shards) == len(files[step]):
+        odd = _not_regular(model_dir, found[step])
+        if odd:
+            damaged[path] = odd
+        elif len(shards) == len(found[step]):
             damaged[path] = 'no .index file'
         elif len(shards) != expected:
             damaged[path] = '%d of %d data files' % (len(shards), expected)
@@ -47,6 +58,24 @@ def scan(model_dir, verify=True):
             break
         damaged[complete.pop()] = reason
     return Scan(complete, damaged)
+
+
+def is_run_file(name):
+    """Whether a file called `name` in a run directory is one of the run's own."""
+    return bool(_RUN_FILE.match(name))
+
+
+def _not_regular(model_dir, matches):
+    """Why one of a checkpoint's files is no regular file (TensorFlow would wait on a FIFO, or
+    read a device without end), or None."""
+    for match in matches:
+        try:
+            files.check_file(os.path.join(model_dir, match.group(0)), 'checkpoint')
+        except files.Unreadable as e:
+            return '%s is %s' % (match.group(0), e.strerror)
+        except OSError as e:
+            return '%s: %s' % (match.group(0), e.strerror or e)
+    return None
 
 
 def _unreadable(path):
@@ -92,8 +121,12 @@ def _index_note(model_dir, latest, damaged):
     index = os.path.join(model_dir, INDEX_FILE)
     if latest is None or not os.path.lexists(index):
         return None
-    if os.path.islink(index) or not os.path.isfile(index):  # a FIFO would block the reader
-        return '%s is not a regular file; using %s, found in the directory' % (index, latest)
+    try:  # a FIFO would block the reader, /dev/zero feed it without end
+        if os.path.islink(index):
+            raise files.Unreadable(index, 'a symbolic link')
+        files.check_file(index, 'index')
+    except OSError as e:
+        return '%s is %s; using %s, found in the directory' % (index, e.strerror, latest)
     try:
         state = tf.train.get_checkpoint_state(model_dir)
     except (UnicodeDecodeError, ValueError, OSError, tf.errors.OpError):  # binary, garbled
@@ -110,13 +143,15 @@ def _index_note(model_dir, latest, damaged):
     return None
 
 
-def check_index_path(model_dir):
-    """CheckpointError if a directory stands where the index is written (before a run writes
-    anything: TF's saver would fail at the first save)."""
-    path = os.path.join(model_dir, INDEX_FILE)
-    if os.path.isdir(path) and not os.path.islink(path):
-        raise CheckpointError('%s is a directory, where TensorFlow writes its checkpoint index: '
-                              'move it away' % path)
+def check_replaceable(model_dir):
+    """CheckpointError if a directory stands where a run writes one of its files (the index,
+    config.json, schedule.json, the lock): checked before a run writes anything, so that it
+    does not fail halfway (TF's saver at the first save, config.json after the index)."""
+    for name in (INDEX_FILE, CONFIG_FILE, SCHEDULE_FILE, LOCK_FILE):
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise CheckpointError('%s is a directory, where a training run writes its %s: move '
+                                  'it away' % (path, name))
 
 
 def write_index(model_dir, checkpoints):
@@ -131,9 +166,7 @@ def write_index(model_dir, checkpoints):
     names = [os.path.basename(p) for p in checkpoints]
     lines = ['model_checkpoint_path: "%s"' % names[-1]] + [
         'all_model_checkpoint_paths: "%s"' % n for n in names]
-    with open(path + '.tmp', 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    os.replace(path + '.tmp', path)
+    files.replace_file(path, '\n'.join(lines) + '\n')
 
 
 def find_checkpoint(model_dir, checkpoint=None):

@@ -1,9 +1,11 @@
 """What the entry scripts share: how TensorFlow starts, logging, and one line for each failure a
 user can fix."""
+import io
 import logging
 import os
 import sys
 import traceback
+from signal import SIGPIPE
 
 from utils.log import LOG
 
@@ -38,13 +40,40 @@ def run_main(parse_args, run, argv=None):
     (which stops cleanly, see `utils.hooks.StopSignals`) prints one line and exits 130.
     Anything else is a bug: it propagates with its traceback.
     """
+    if sys.stdout is None:  # started with it closed (`>&-`): the next file opened would be fd 1
+        print('error: standard output is closed; nothing was done (redirect it to a file or '
+              '/dev/null)', file=sys.stderr)
+        return 1
+    _STDOUT.lost, _STDOUT.reason = False, None
     try:
-        return _run_main(parse_args, run, argv)
+        code = _run_main(parse_args, run, argv)
     except BaseException as e:
         if not interrupted(e):
             raise
-    print('error: interrupted (SIGINT)', file=sys.stderr)
-    return 128 + 2
+        print('error: interrupted (SIGINT)', file=sys.stderr)
+        return 128 + 2
+    if _STDOUT.reason:  # a full disk, an I/O error: what was printed is incomplete
+        print('error: standard output: %s; the output is incomplete' % _STDOUT.reason,
+              file=sys.stderr)
+        return code or 1
+    return code or (128 + SIGPIPE if _STDOUT.lost else 0)  # a reader that left: quietly
+
+
+class _STDOUT(object):
+    """What became of standard output: `lost` once a write failed (a closed pipe, a full
+    disk), `reason` unless the reader merely left. Writes after that go nowhere."""
+    lost, reason = False, None
+
+
+def output_closed():
+    """Whether standard output can no longer be written (the reader of a pipe left)."""
+    return _STDOUT.lost
+
+
+def shown(path):
+    """`path` as one line shows it: quoted, with escapes, if it holds a newline or another
+    unprintable character."""
+    return path if path.isprintable() else ascii(path)
 
 
 def interrupted(error):
@@ -96,7 +125,21 @@ def setup_logging(debug=False):
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever `sys.stdout` is at the time (a test's capture may have replaced it)."""
+    """Writes to whatever `sys.stdout` is at the time (a test's capture may have replaced it),
+    flushing each line. A write that fails is not logging's traceback but `_STDOUT`: a closed
+    pipe (`| head -1`) makes the command end quietly, other failures (`> /dev/full`) make it
+    exit non-zero (`run_main`); nothing is written after."""
+
+    def emit(self, record):
+        if _STDOUT.lost:
+            return
+        try:
+            sys.stdout.write(self.format(record) + self.terminator)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _lose(None)
+        except (OSError, ValueError) as e:  # ENOSPC, EIO; ValueError: a closed file object
+            _lose(getattr(e, 'strerror', None) or str(e) or type(e).__name__)
 
     def __init__(self):
         super(_StdoutHandler, self).__init__(sys.stdout)
@@ -108,6 +151,18 @@ class _StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value):
         pass
+
+
+def _lose(reason):
+    """Standard output failed: remember why, and point its descriptor at /dev/null so that
+    the interpreter's own flush at exit does not fail again."""
+    _STDOUT.lost, _STDOUT.reason = True, reason
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # not a real file (a test's capture)
 
 
 def _quiet_tensorflow():

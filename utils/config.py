@@ -11,12 +11,21 @@ from typing import Optional, Tuple
 
 from models import MODEL_NAMES
 from models.densenet import Recomputation
+from utils import files
+from utils.checkpoints import CONFIG_FILE
 from utils.data import CLASSES
 from utils.errors import CheckpointError, UsageError
 
 DATASET_NAMES = tuple(CLASSES)  # what config.json may name (a synthetic run: the one it mimics)
 
-CONFIG_FILE = 'config.json'
+MAX_STEPS = 2 ** 31 - 1  # int32's largest: the most steps a run may have, the largest integer flag
+# The largest value of each size, from flags (utils.flags) and files (config.json,
+# schedule.json) alike, checked before it reaches TensorFlow: far beyond what trains on any
+# machine today, and small enough that no shape computed from them overflows. Depth: the graph
+# is the cost (BC-1000's takes 8 GiB of process memory, and it grows with L).
+SIZE_LIMITS = dict(depth=3000, growth_rate=1024, image_size=4096, num_classes=100000,
+                   batch_size=65536, workers=65536, seed=MAX_STEPS)
+MAX_BATCH, MAX_WORKERS = SIZE_LIMITS['batch_size'], SIZE_LIMITS['workers']
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,9 +94,9 @@ class ModelConfig(object):
         kwargs = dict((name, values[name]) for name in fields if name in values)
         for name in ('depth', 'growth_rate', 'num_classes', 'image_size'):
             if isinstance(kwargs[name], bool) or not isinstance(kwargs[name], int) or \
-                    kwargs[name] < 1:
-                raise CheckpointError('%s: %s must be a positive integer, got %r' % (
-                    source, name, kwargs[name]))
+                    not 1 <= kwargs[name] <= SIZE_LIMITS[name]:
+                raise CheckpointError('%s: %s must be an integer in [1, %d], got %.40s' % (
+                    source, name, SIZE_LIMITS[name], repr(kwargs[name])))
         for name, known in (('dataset', DATASET_NAMES), ('model', MODEL_NAMES)):
             if kwargs[name] not in known:
                 raise CheckpointError('%s: unknown %s %r (one of %s)' % (
@@ -107,13 +116,13 @@ class ModelConfig(object):
     def load(cls, model_dir):
         """The config.json in `model_dir`, or None if there is none."""
         path = os.path.join(model_dir, CONFIG_FILE)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             return None
         try:
-            with open(path) as f:
-                values = json.load(f)
-        except (OSError, ValueError) as e:
-            raise CheckpointError('%s: unreadable (%s)' % (path, e))
+            values = files.read_json(path)
+        except (OSError, ValueError) as e:  # a directory, FIFO or device too (files.Unreadable)
+            raise CheckpointError('%s: unreadable (%s)' % (path, getattr(e, 'strerror', None)
+                                                           or e))
         if not isinstance(values, dict):
             raise CheckpointError('%s: not a JSON object' % path)
         return cls.from_json(values, path)
@@ -121,13 +130,8 @@ class ModelConfig(object):
     def save(self, model_dir):
         """Writes `model_dir`/config.json (atomically: a crash leaves the old one or the new)."""
         os.makedirs(model_dir, exist_ok=True)
-        path = os.path.join(model_dir, CONFIG_FILE)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(self.to_json(), f, indent=2, sort_keys=True)
-        os.replace(path + '.tmp', path)
-
-
-MAX_STEPS = 2 ** 31 - 1  # int32's largest: the most steps a run may have, the largest integer flag
+        files.replace_file(os.path.join(model_dir, CONFIG_FILE),
+                           json.dumps(self.to_json(), indent=2, sort_keys=True))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,3 +30,7 @@ def first_line(error):
     lines = message.strip().splitlines()
     first = lines[0].split('\t')[0].strip() if lines else ''
     return first or type(error).__name__
+
+
+class OutputError(Error):
+    """An output file or stream that could not be written (a full disk, a closed stream)."""

@@ -7,11 +7,36 @@ from tensorflow.python.framework import meta_graph
 
 from models.compat import tf
 from models.layers import CHANNELS_LAST
+from utils import files
+from utils.checkpoints import is_run_file
 from utils.restore import restorer
 from utils.errors import UsageError
 from utils.inference import inference
 
-INPUT, LOGITS, PROBABILITIES = 'input', 'logits', 'probabilities'
+# The graph's input and outputs, and the range of its raw pixels ([0, dataset's pixel_max]: the
+# digits' 0-16, else 0-255), a constant that `utils.predict` maps 8-bit images into.
+INPUT, LOGITS, PROBABILITIES, PIXEL_RANGE = 'input', 'logits', 'probabilities', 'pixel_range'
+OUTPUTS = (LOGITS, PROBABILITIES, PIXEL_RANGE)
+
+
+def reserve(output, saved_model, run_dirs=(), inputs=()):
+    """(files.Output or None, files.OutputDirectory or None) for --output and --saved_model,
+    checked and created before anything is frozen: UsageError if either cannot be written,
+    if both name one path, or if one would land on a file of `run_dirs` or `inputs`, which
+    export.py only reads."""
+    if output and saved_model and os.path.realpath(output) == os.path.realpath(saved_model):
+        raise UsageError('--output and --saved_model are both %s: give each its own path' %
+                         output)
+    protected = files.Protected(run_dirs, inputs, is_run_file)
+    frozen = files.Output(output, '--output', protected) if output else None
+    try:
+        saved = (files.OutputDirectory(saved_model, '--saved_model', protected)
+                 if saved_model else None)
+    except BaseException:
+        if frozen:
+            frozen.discard()
+        raise
+    return frozen, saved
 
 
 def freeze(checkpoint, spec, model, keras_weights=None):
@@ -27,34 +52,43 @@ def freeze(checkpoint, spec, model, keras_weights=None):
         images = tf.placeholder(tf.float32, (None,) + tuple(spec.image_shape), name=INPUT)
         logits, _ = inference(images, spec, model, False, CHANNELS_LAST)
         tf.nn.softmax(tf.identity(logits, name=LOGITS), name=PROBABILITIES)
+        tf.constant([0.0, float(spec.pixel_max)], name=PIXEL_RANGE)
         with tf.Session() as sess:
             restorer(checkpoint, keras_weights)(sess, tf.global_variables())
             frozen = tf.graph_util.convert_variables_to_constants(
-                sess, graph.as_graph_def(), [LOGITS, PROBABILITIES])
+                sess, graph.as_graph_def(), list(OUTPUTS))
     meta = tf.MetaGraphDef()
-    meta.graph_def.CopyFrom(tf.graph_util.extract_sub_graph(frozen, [LOGITS, PROBABILITIES]))
+    meta.graph_def.CopyFrom(tf.graph_util.extract_sub_graph(frozen, list(OUTPUTS)))
     meta_graph.strip_graph_default_valued_attrs(meta)
     return meta.graph_def
 
 
-def write_frozen(graph_def, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError('%s: the output directory does not exist' % directory)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(graph_def.SerializeToString())
-    os.replace(tmp, path)
-    return os.path.getsize(path)
+def write_frozen(graph_def, output):
+    """Writes `graph_def` to `output` (a files.Output, or a path); returns its size."""
+    if not isinstance(output, files.Output):
+        with files.Output(output, 'frozen graph') as reserved:
+            return write_frozen(graph_def, reserved)
+    return output.commit(graph_def.SerializeToString())
 
 
-def write_saved_model(graph_def, export_dir):
-    """A SavedModel of the frozen `graph_def` (from `freeze`) whose serving_default maps images
-    to logits, probabilities and classes. Made of constants like the frozen graph, it holds no
-    variables: TF 2 writes variable ops with attributes TF 1.15 cannot read."""
-    if os.path.exists(export_dir):
-        raise UsageError('%s already exists; SavedModel export needs a new directory'
-                         % export_dir)
+def write_saved_model(graph_def, output):
+    """A SavedModel of the frozen `graph_def` (from `freeze`) in `output` (a
+    files.OutputDirectory, or a path), whose serving_default maps images to logits,
+    probabilities and classes. Made of constants like the frozen graph, it holds no variables:
+    TF 2 writes variable ops with attributes TF 1.15 cannot read. Written beside its place
+    and renamed into it when whole (OutputError, nothing left, on a full disk)."""
+    if not isinstance(output, files.OutputDirectory):
+        with files.OutputDirectory(output, 'SavedModel') as reserved:
+            return write_saved_model(graph_def, reserved)
+    try:
+        _saved_model(graph_def, output.tmp)
+    except (OSError, tf.errors.OpError) as e:
+        raise output.failed(e)
+    output.commit()
+    return output.path
+
+
+def _saved_model(graph_def, export_dir):
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name='')
         images = graph.get_tensor_by_name(INPUT + ':0')
@@ -68,4 +102,3 @@ def write_saved_model(graph_def, export_dir):
                 sess, [tf.saved_model.SERVING],
                 signature_def_map={'serving_default': signature}, strip_default_attrs=True)
             builder.save()
-    return export_dir

@@ -9,7 +9,7 @@ import os
 from models import MODEL_NAMES, Recomputation
 from models.keras_import import KERAS_MODELS
 from models.layers import DATA_FORMATS
-from utils.config import MAX_STEPS
+from utils.config import MAX_STEPS, SIZE_LIMITS
 from utils.data import DATASETS, SYNTHETIC_LIKE
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
@@ -52,7 +52,8 @@ def train_parser(description=None):
     parser.add_argument('--dropout_rate', type=fraction, default=0.0)
     parser.add_argument('--save_checkpoint_steps', type=positive_int, default=500)
     parser.add_argument('--log_every_steps', type=positive_int, default=50)
-    parser.add_argument('--seed', type=int, default=None, help='graph-level random seed')
+    parser.add_argument('--seed', type=size('seed', 0), default=None,
+                        help='graph-level random seed')
     parser.add_argument('--download', type=str2bool, default=False,
                         help='fetch CIFAR, MNIST or Fashion-MNIST into --data_dir (default data/ '
                              'for CIFAR, data/mnist or data/fashion_mnist) if it is not there')
@@ -98,7 +99,7 @@ def export_parser(description=None):
     _keras_flag(parser, 'export instead of a checkpoint (an ImageNet classifier)')
     parser.add_argument('--model', choices=KERAS_MODELS, default=None,
                         help='the architecture of --init_from_keras (default densenet121)')
-    parser.add_argument('--image_size', type=positive_int, default=None,
+    parser.add_argument('--image_size', type=size('image_size'), default=None,
                         help='input size of the graph exported from --init_from_keras '
                              '(default 224)')
     parser.add_argument('--top_k', type=positive_int, default=3)
@@ -122,16 +123,16 @@ def _model_flags(parser):
                         help='checkpoints, TensorBoard summaries and config.json')
     parser.add_argument('--model', choices=MODEL_NAMES, default=None,
                         help='densenet_bc (with --depth/--growth_rate) or densenet121/169/201/264')
-    parser.add_argument('--depth', type=positive_int, default=None, help='DenseNet-BC depth L')
-    parser.add_argument('--growth_rate', type=positive_int, default=None,
+    parser.add_argument('--depth', type=size('depth'), default=None, help='DenseNet-BC depth L')
+    parser.add_argument('--growth_rate', type=size('growth_rate'), default=None,
                         help='DenseNet-BC growth rate k')
-    parser.add_argument('--image_size', type=positive_int, default=None,
+    parser.add_argument('--image_size', type=size('image_size'), default=None,
                         help='ImageNet crop size (default 224)')
     parser.add_argument('--data_format', choices=DATA_FORMATS, default=None,
                         help='default: channels_first on a GPU, else channels_last')
     parser.add_argument('--fp16', type=str2bool, default=False,
                         help='float16 activations, float32 master weights, loss scaling')
-    parser.add_argument('--batch_size', type=positive_int, default=None,
+    parser.add_argument('--batch_size', type=size('batch_size'), default=None,
                         help='images per step per worker')
     parser.add_argument('--mfm_transitions', type=block_list, default=None, metavar='BLOCKS',
                         help='Max-Feature-Map at these blocks\' transitions (e.g. 2): halves '
@@ -239,6 +240,24 @@ def positive_int(value):
         raise argparse.ArgumentTypeError('expected a positive integer up to %d, got %r'
                                          % (MAX_STEPS, value))
     return number
+
+
+def size(name, least=1):
+    """The value parser of a size flag: an integer in [least, SIZE_LIMITS[name]] (a larger one
+    would build for minutes, or overflow a shape, before failing)."""
+    most = SIZE_LIMITS[name]
+
+    def parse(value):
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if not least <= number <= most:
+            raise argparse.ArgumentTypeError('expected an integer from %d to %d, got %.40r'
+                                             % (least, most, value))
+        return number
+    parse.__name__ = name  # argparse names the parser in its "invalid ... value" message
+    return parse
 
 
 def non_negative(value):

@@ -6,20 +6,26 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from models.compat import tf
+from utils import files
 from utils.errors import UsageError, first_line
-from utils.export import INPUT, LOGITS, PROBABILITIES
+from utils.export import INPUT, LOGITS, PIXEL_RANGE, PROBABILITIES
+
+EIGHT_BIT = 255.0  # what PNG/JPEG/GIF/BMP pixels run to; a graph without PIXEL_RANGE takes them
 
 
 class Predictor(object):
-    """Runs a frozen graph written by export.py on batches of raw NHWC pixels."""
+    """Runs a frozen graph written by export.py on batches of raw NHWC pixels, which run from 0
+    to `pixel_max` (the graph's PIXEL_RANGE: the digits' 16, else 255)."""
 
     def __init__(self, path):
         graph_def = tf.GraphDef()
         try:
-            with open(path, 'rb') as f, _quiet_stderr():  # protobuf's C++ parser logs there
-                graph_def.ParseFromString(f.read())
+            data = files.read_bytes(path, 'graph')
+            with _quiet_stderr():  # protobuf's C++ parser logs there
+                graph_def.ParseFromString(data)
         except (OSError, DecodeError) as e:
-            raise UsageError('%s: not a readable frozen graph (%s)' % (path, e))
+            raise UsageError('%s: not a readable frozen graph (%s)' % (
+                path, getattr(e, 'strerror', None) or e))
         self.graph = tf.Graph()
         try:
             with self.graph.as_default():
@@ -42,6 +48,12 @@ class Predictor(object):
         self.probabilities = self.graph.get_tensor_by_name(PROBABILITIES + ':0')
         self.image_shape = tuple(self.input.shape.as_list()[1:])
         self.session = tf.Session(graph=self.graph)
+        self.pixel_max = (float(self.session.run(PIXEL_RANGE + ':0')[1]) if PIXEL_RANGE in names
+                          else EIGHT_BIT)  # export.py before it recorded the range
+
+    def read(self, paths):
+        """The images in files `paths`, as this graph takes them (`read_images`)."""
+        return read_images(paths, self.image_shape, self.pixel_max)
 
     def logits_of(self, images):
         return self.session.run(self.logits, {self.input: images})
@@ -58,10 +70,11 @@ FORMATS = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF87a',
            (b'GIF89a', 'GIF'), (b'BM', 'BMP'))
 
 
-def read_images(paths, image_shape):
-    """PNG/JPEG/GIF/BMP files -> float32 [N, H, W, C] raw pixels, resized (shorter side, centre
-    crop). GIF and BMP are decoded as RGB (TensorFlow cannot decode them to one channel) and
-    made grey for a grey model; a file of no such format is refused by its first bytes."""
+def read_images(paths, image_shape, pixel_max=EIGHT_BIT):
+    """PNG/JPEG/GIF/BMP files -> float32 [N, H, W, C] raw pixels in [0, `pixel_max`] (8-bit
+    values scaled into it), resized (shorter side, centre crop). GIF and BMP are decoded as RGB
+    (TensorFlow cannot decode them to one channel) and made grey for a grey model; a file of
+    no such format is refused by its first bytes."""
     height, width, channels = image_shape
     with tf.Graph().as_default():
         contents = tf.placeholder(tf.string)
@@ -73,7 +86,7 @@ def read_images(paths, image_shape):
                 image = tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32)))
             decoded[decode_channels] = tf.image.resize_image_with_crop_or_pad(
                 tf.image.resize(image, _shorter_side_to(tf.shape(image), min(height, width))),
-                height, width)
+                height, width) * (pixel_max / EIGHT_BIT)
         with tf.Session() as sess:
             return np.stack([_decode(sess, contents, decoded, path, channels)
                              for path in paths]).astype(np.float32)
@@ -81,8 +94,7 @@ def read_images(paths, image_shape):
 
 def _decode(sess, contents, decoded, path, channels):
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
+        data = files.read_bytes(path, 'image')
     except OSError as e:
         raise UsageError('%s: unreadable (%s)' % (path, e.strerror or e))
     kind = next((name for magic, name in FORMATS if data.startswith(magic)), None)

@@ -6,11 +6,12 @@ dataset's defaults (`DEFAULTS`); the model is checked buildable here, before any
 anything is written (UsageError with the model's own reason).
 """
 import dataclasses
+import os
 from typing import Optional
 
 from models.compat import tf
 from models.layers import CHANNELS_FIRST, CHANNELS_LAST, default_data_format
-from utils import checkpoints, data
+from utils import checkpoints, data, files
 from utils.config import CONFIG_FILE, ModelConfig, TrainConfig
 from utils.errors import CheckpointError, UsageError
 from utils.inference import creator
@@ -218,8 +219,12 @@ def data_format(flag, gpu):
 def check_keras_source(path, model_name):
     """UsageError, before any graph is built, if Keras weights `path` cannot be loaded into
     `model_name` (a model without Keras weights, or no such file)."""
-    from models.keras_import import check_source
+    from models.keras_import import KERAS_MODELS, check_source
     try:
+        if model_name in KERAS_MODELS and os.path.lexists(path):  # a FIFO would block HDF5
+            files.check_file(path, 'keras')
         check_source(path, model_name)
+    except OSError as e:
+        raise UsageError('--init_from_keras %s: %s' % (path, e.strerror or e))
     except ValueError as e:
         raise UsageError(str(e))

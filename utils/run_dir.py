@@ -8,12 +8,14 @@ import json
 import os
 import shutil
 import socket
+import stat
+import tempfile
 
-from utils import checkpoints
+from utils import checkpoints, files
+from utils.checkpoints import LOCK_FILE, SCHEDULE_FILE
+from utils.config import MAX_BATCH, MAX_WORKERS
 from utils.errors import TrainingError
-
-LOCK_FILE = 'train.lock'
-SCHEDULE_FILE = 'schedule.json'  # what a resumed run must keep: see `check_schedule`
+from utils.optimizer import SCHEDULES
 # The first save writes the meta graph and an events file holding the graph twice (the graph and
 # the meta graph, with shapes: ~4x); each later checkpoint has its own meta graph.
 GRAPH_COPIES = 6
@@ -23,8 +25,8 @@ def check_not_in_use(model_dir):
     """TrainingError now, before the graph is built, if another run holds `model_dir` (`claim`
     is what keeps it; this only fails early and writes nothing)."""
     try:
-        fd = os.open(os.path.join(model_dir, LOCK_FILE), os.O_RDONLY)
-    except OSError:
+        fd = _open_lock(model_dir, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
         return  # no lock file: no run has claimed the directory yet
     try:
         _lock(fd, model_dir)
@@ -44,15 +46,13 @@ def check_schedule(model_dir, current):
     rescale the target step and the learning rates. Runs of earlier versions have no record."""
     path = os.path.join(model_dir, SCHEDULE_FILE)
     try:
-        with open(path) as f:
-            saved = json.load(f)
-        saved = dict(batch_size=int(saved['batch_size']), workers=int(saved['workers']),
-                     lr_schedule=str(saved['lr_schedule']))
+        saved = _read_schedule(path)
     except FileNotFoundError:
         return
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise TrainingError('%s: unreadable (%s); it records how the run was started: restore '
-                            'it or use a new --model_dir' % (path, e))
+                            'it or use a new --model_dir' % (path, getattr(e, 'strerror', None)
+                                                             or e))
     if saved['batch_size'] * saved['workers'] != current['batch_size'] * current['workers']:
         raise TrainingError(
             '%s was started with a global batch of %d (--batch_size %d x %d workers), this run\'s '
@@ -69,11 +69,50 @@ def check_schedule(model_dir, current):
                                 saved['lr_schedule']))
 
 
+def _read_schedule(path):
+    """schedule.json's record, every value checked (ValueError names the first that is off)."""
+    saved = files.read_json(path)
+    if not isinstance(saved, dict):
+        raise ValueError('not a JSON object')
+    record = {}
+    for name, most in (('batch_size', MAX_BATCH), ('workers', MAX_WORKERS)):
+        value = saved[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ValueError('%s %r is not an integer in [1, %d]' % (name, value, most))
+        record[name] = value
+    if saved['lr_schedule'] not in SCHEDULES:
+        raise ValueError('lr_schedule %r is none of %s' % (saved['lr_schedule'],
+                                                          ', '.join(SCHEDULES)))
+    record['lr_schedule'] = saved['lr_schedule']
+    return record
+
+
 def record_schedule(model_dir, current):
-    path = os.path.join(model_dir, SCHEDULE_FILE)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(current, f, sort_keys=True)
-    os.replace(path + '.tmp', path)
+    files.replace_file(os.path.join(model_dir, SCHEDULE_FILE), json.dumps(current,
+                                                                           sort_keys=True))
+
+
+def _open_lock(model_dir, flags):
+    """The lock file's descriptor, opened without following a link (a link planted there
+    would make us write where it points) nor waiting on a FIFO; TrainingError naming it if it
+    is not a regular file."""
+    path = os.path.join(model_dir, LOCK_FILE)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise TrainingError('%s is a symbolic link, where this run keeps its lock: remove it '
+                                '(nothing was written)' % path)
+        if e.errno == errno.EISDIR:
+            raise TrainingError('%s is a directory, where this run keeps its lock: move it away'
+                                % path)
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise TrainingError('%s is %s, where this run keeps its lock: move it away' % (
+            path, files.describe(mode)))
+    return fd
 
 
 def _lock(fd, model_dir):
@@ -97,13 +136,13 @@ def claim(model_dir, variables, graph_bytes, resume=None):
     path (none: a new run, which an index of another directory's checkpoints must not
     restore). TrainingError when another run holds the directory, or it is not writable or too
     small: then it is left as it was found (no lock file, not even the directory)."""
-    checkpoints.check_index_path(model_dir)
+    checkpoints.check_replaceable(model_dir)
     lock = os.path.join(model_dir, LOCK_FILE)
     made = not os.path.isdir(model_dir)
     try:
         os.makedirs(model_dir, exist_ok=True)
-        created = not os.path.exists(lock)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        created = not os.path.lexists(lock)
+        fd = _open_lock(model_dir, os.O_RDWR | os.O_CREAT)
     except OSError as e:
         raise TrainingError('cannot write to --model_dir %s: %s' % (model_dir, e.strerror or e))
     try:
@@ -134,9 +173,9 @@ def claim(model_dir, variables, graph_bytes, resume=None):
 
 def _probe(model_dir):
     """Writes, syncs and removes a file: a read-only or broken disk fails here, not mid-run."""
-    probe = os.path.join(model_dir, '.write_probe.%d' % os.getpid())
     try:
-        with open(probe, 'wb') as f:
+        fd, probe = tempfile.mkstemp(prefix='.write_probe.', dir=model_dir)
+        with os.fdopen(fd, 'wb') as f:
             f.write(b'\0' * 4096)
             f.flush()
             os.fsync(f.fileno())

@@ -15,9 +15,11 @@ class Dataset(object):
     """What a run needs to know about a dataset, and its input pipeline.
 
     Subclasses set the class attributes; `image_shape` (height, width, channels) is what the
-    model is fed, and `mean`/`std` are per channel, in raw pixel values.
+    model is fed, and `mean`/`std` are per channel, in raw pixel values, which run from 0 to
+    `pixel_max` (an exported graph records it: `utils.predict` maps 8-bit images into it).
     """
     name = None
+    pixel_max = 255
     image_shape = None
     num_classes = None
     train_size = None

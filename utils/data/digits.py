@@ -11,6 +11,7 @@ class Digits(Dataset):
     Fixed split: a seeded stratified permutation keeps 360 images for test.
     """
     name = 'digits'
+    pixel_max = 16
     image_shape = (8, 8, 1)
     num_classes = 10
     TEST_SIZE = 360

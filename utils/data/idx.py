@@ -35,16 +35,19 @@ def find(directory, name):
     return None
 
 
-def read(path, dims):
+def read(path, dims, header_only=False):
     """The uint8 array of IDX file `path`, which must have `dims` dimensions; DataError naming the
     file for anything else (not a regular file, wrong magic number or type, truncated, trailing
     bytes, bad gzip). The header is checked before the values are read, and no more bytes are
-    decompressed than it announces (plus one): a gzip bomb is refused, not inflated."""
+    decompressed than it announces (plus one): a gzip bomb is refused, not inflated. With
+    `header_only`, the shape its header announces, nothing more read."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise DataError('%s: not a regular file' % path)
         with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
             shape, size = _header(path, f.read(4 + 4 * dims), dims)
+            if header_only:
+                return shape
             raw = f.read(size + 1)
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
         raise DataError('%s: unreadable (%s)' % (path, getattr(e, 'strerror', None) or e))
@@ -86,6 +89,11 @@ def read_split(directory, images_name, labels_name, image_size):
             raise DataError('%s: missing (expected %s.gz or %s)' % (
                 os.path.join(directory, name), name, name))
         paths.append(path)
+    # The counts the headers announce are compared first: a mismatch costs no inflating.
+    counts = [read(path, dims, header_only=True)[0] for path, dims in zip(paths, (3, 1))]
+    if counts[0] != counts[1]:
+        raise DataError('%s holds %d labels but %s holds %d images' % (
+            paths[1], counts[1], paths[0], counts[0]))
     images, labels = read(paths[0], 3), read(paths[1], 1)
     if images.shape[1:] != (image_size, image_size):
         raise DataError('%s: images of %dx%d pixels, expected %dx%d' % (

@@ -25,6 +25,6 @@ class DatasetSpec(Dataset):
 
     def __init__(self, like, image_shape):
         self.name, self.image_shape = like.name, tuple(image_shape)
-        self.num_classes = like.num_classes
+        self.num_classes, self.pixel_max = like.num_classes, like.pixel_max
         self.train_size, self.test_size = like.train_size, like.test_size
         self.mean, self.std = like.mean, like.std
