@@ -1,9 +1,11 @@
 """What the entry scripts share: how TensorFlow starts, logging, and one line for each failure a
 user can fix."""
+import contextlib
 import io
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from signal import SIGPIPE
 
@@ -90,7 +92,8 @@ def interrupted(error):
 
 def _run_main(parse_args, run, argv):
     try:
-        _quiet_tensorflow()
+        with _stderr_held():
+            _quiet_tensorflow()
     except ImportError as e:  # a stack without what TensorFlow needs (models.compat says what)
         return _fail(str(e).splitlines()[0], debug=False)
     try:
@@ -163,6 +166,31 @@ def _lose(reason):
         os.close(null)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass  # not a real file (a test's capture)
+
+
+@contextlib.contextmanager
+def _stderr_held():
+    """File descriptor 2 held back while TensorFlow loads: its C++ libraries log there as they
+    load, before any log level is read (TF 2.21 prints "oneDNN custom operations are on",
+    twice, on CPUs where oneDNN is on), which would break the one-line errors. What they
+    printed is shown if the import fails otherwise than with our one-line ImportError."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            except ImportError:
+                raise
+            except BaseException:
+                os.dup2(saved, 2)
+                held.seek(0)
+                os.write(2, held.read())
+                raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _quiet_tensorflow():
