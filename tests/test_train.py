@@ -236,6 +236,19 @@ def test_flags_accept_the_older_ports_command_line():
             value)
 
 
+def test_help_gives_each_datasets_defaults_from_the_one_record():
+    from utils import flags
+    from utils.resolve import DEFAULTS
+    helps = dict((a.dest, ' '.join(a.help.split())) for a in flags.train_parser()._actions
+                 if a.help)
+    shown = ' '.join(flags.train_parser().format_help().split())  # what --help prints
+    assert flags.eval_parser().format_help() and flags.export_parser().format_help()
+    for name, defaults in DEFAULTS.items():
+        assert 'cosine: half a cosine down to 0 (default: the dataset\'s: digits step' in shown
+        assert '%s %g' % (name, defaults.train_epochs) in helps['train_epochs'], name
+        assert '%s %s' % (name, defaults.lr_schedule) in helps['lr_schedule'], name
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--efficient', 'maybe'], r"efficient must be True, False, 'shared', 'every=N'"),
     (['--fp16', 'maybe'], 'expected a boolean'),

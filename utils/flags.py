@@ -11,6 +11,8 @@ from models.keras_import import KERAS_MODELS
 from models.layers import DATA_FORMATS
 from utils.config import MAX_STEPS, SIZE_LIMITS
 from utils.data import DATASETS, SYNTHETIC_LIKE
+from utils.optimizer import SCHEDULES
+from utils.resolve import DEFAULTS
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
@@ -34,8 +36,8 @@ def train_parser(description=None):
                              'layers, the least memory at about naive speed; every=N: only '
                              'every N-th layer, blocks=2,3: only those blocks')
     parser.add_argument('--train_epochs', type=positive, default=None,
-                        help='epochs to train (dataset default: digits 30, (Fashion-)MNIST 15, '
-                             'CIFAR 300, ImageNet 90)')
+                        help='epochs to train (dataset default: %s)' % ', '.join(
+                            '%s %g' % (name, d.train_epochs) for name, d in DEFAULTS.items()))
     parser.add_argument('--max_steps', type=positive_int, default=None,
                         help='stop at this global step instead (overrides --train_epochs)')
     parser.add_argument('--epochs_per_eval', type=non_negative, default=None,
@@ -43,10 +45,11 @@ def train_parser(description=None):
                              '(0: never)')
     parser.add_argument('--learning_rate', type=non_negative, default=None,
                         help='initial rate per worker (default 0.1 x batch/128); x workers')
-    parser.add_argument('--lr_schedule', choices=('step', 'cosine'), default=None,
+    parser.add_argument('--lr_schedule', choices=SCHEDULES, default=None,
                         help='step: /10 at 50%% and 75%% of training (the paper\'s CIFAR '
                              'schedule); cosine: half a cosine down to 0 (default: the '
-                             'dataset\'s: cosine for Fashion-MNIST, else step)')
+                             'dataset\'s: ' + ', '.join('%s %s' % (name, d.lr_schedule)
+                                                        for name, d in DEFAULTS.items()) + ')')
     parser.add_argument('--weight_decay', type=non_negative, default=1e-4)
     parser.add_argument('--momentum', type=fraction, default=0.9, help='Nesterov momentum')
     parser.add_argument('--dropout_rate', type=fraction, default=0.0)

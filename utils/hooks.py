@@ -78,7 +78,7 @@ class GuardHook(tf.train.SessionRunHook):
 
     Each step sums a [stop requested, not finite] flag over the workers (`distribution.sum`),
     so all of them see the same verdict. Non-finite steps were not applied (see
-    `utils.optimizer.train_step`), and a TrainingError skips the final save, so the last
+    `utils.optimizer.training_graph`), and a TrainingError skips the final save, so the last
     checkpoint is intact.
     """
 
