@@ -36,7 +36,11 @@ MIB = 2.0 ** 20
 MODES = ('naive', 'efficient', 'shared')
 SETTINGS = {'naive': False, 'efficient': True, 'shared': 'shared'}
 NOT_ASKED = dict(status='not asked for (--modes)')
-CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'status',
+# --xla: off; plain, XLA auto-clustering as a user turns it on (TF_XLA_FLAGS below); layers,
+# the same with `models.xla.cluster_by_layer`'s marks, which keep the recomputation's saving.
+XLA = ('off', 'plain', 'layers')
+XLA_FLAGS = '--tf_xla_cpu_global_jit --tf_xla_auto_jit=2'
+CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'xla', 'status',
               'params', 'variables_mib', 'peak_mib', 'step_s', 'build_s', 'ops', 'rss_mib',
               'tensorflow', 'per_image_mib')
 QUICK = dict(depths=[16, 28, 40], batch_size=8, image_size=16, steps=1, wide=['16:24'],
@@ -60,6 +64,7 @@ class Case(object):
     image_size: int
     steps: int
     classes: int = 10
+    xla: str = 'off'
 
 
 def measure(case, limit_gb):
@@ -70,7 +75,8 @@ def measure(case, limit_gb):
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_measure_in_child, args=(sender, case))
     with _environment(TF_CPU_ALLOCATOR_USE_BFC='true',
-                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024))):
+                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024)),
+                      TF_XLA_FLAGS=XLA_FLAGS if case.xla != 'off' else None):
         child.start()  # a spawned child takes the environment as it is now
     sender.close()
     try:
@@ -85,16 +91,20 @@ def measure(case, limit_gb):
 
 @contextlib.contextmanager
 def _environment(**variables):
-    """os.environ with `variables` set, for the duration (this process's TensorFlow, already
-    started, is not affected; the processes started meanwhile are)."""
+    """os.environ with `variables` set (None: unset), for the duration (this process's
+    TensorFlow, already started, is not affected; the processes started meanwhile are)."""
     saved = dict((name, os.environ.get(name)) for name in variables)
-    os.environ.update(variables)
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:
         for name, value in saved.items():
             if value is None:
-                del os.environ[name]
+                os.environ.pop(name, None)
             else:
                 os.environ[name] = value
 
@@ -128,6 +138,9 @@ def _measure(case):
         train = tf.group(  # the updates beside the step, as in utils.optimizer.training_graph
             tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
             *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+        if case.xla == 'layers':
+            from models.xla import cluster_by_layer
+            cluster_by_layer(graph)
         build_s, ops = time.time() - start, len(graph.get_operations()) - inputs
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
@@ -273,7 +286,7 @@ def series(args, log, run=measure):
         results = {}
         for mode in MODES:
             case = Case('densenet_bc', depth, args.growth_rate, mode, args.batch_size,
-                        args.image_size, args.steps)
+                        args.image_size, args.steps, xla=args.xla)
             if mode not in args.modes:
                 results[mode] = NOT_ASKED
             elif mode in gave_up:
@@ -523,6 +536,9 @@ def parse_args(argv):
     parser.add_argument('--modes', nargs='*', default=list(MODES), choices=MODES,
                         help='the modes measured (series, --wide, --imagenet) and searched '
                         '(--budget_gb)')
+    parser.add_argument('--xla', choices=XLA, default='off',
+                        help='the --depths series under XLA auto-clustering: plain, or with '
+                             'models.xla.cluster_by_layer (layers)')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (%s)' % QUICK)
     args = parser.parse_args(argv)
@@ -544,8 +560,9 @@ def main(argv=None, run=measure):
                  'GPU' if compat.gpu_available() else 'CPU', compat.VERSION,
                  'median of %d steps after a warm-up' % args.steps if args.steps else
                  'the first step (no warm-up)'))
-    print('DenseNet-BC k=%d, batch %d, %dx%d; %s' % (args.growth_rate, args.batch_size,
-                                                     args.image_size, args.image_size, title))
+    print('DenseNet-BC k=%d, batch %d, %dx%d; %s%s' % (
+        args.growth_rate, args.batch_size, args.image_size, args.image_size, title,
+        '' if args.xla == 'off' else '; XLA %s (TF_XLA_FLAGS="%s")' % (args.xla, XLA_FLAGS)))
     log = lambda line: print(line, flush=True)  # noqa: E731
     rows = []
     for section, wanted in ((series, args.depths), (wide, args.wide), (imagenet, args.imagenet),

@@ -36,3 +36,28 @@ def test_channels_first_gives_channels_last_loss_gradients_and_moving_averages()
     for case, result in results.items():
         assert result['nonzero'] and result['count'] > 40, (case, result)
         assert result['largest'] <= TOLERANCE[CASES[case][1]], (case, result)
+
+
+def test_cluster_by_layer_scopes_the_forward_and_keeps_the_backward_out_of_xla():
+    """Graph only: each part of the forward pass in a scope of its own, the backward pass (the
+    recomputation with it) and the custom gradients' identities marked not to compile."""
+    import models
+    from models.compat import tf
+    from models.xla import KEPT_OUT, cluster_by_layer
+    with tf.Graph().as_default() as graph:
+        images = tf.zeros([2, 8, 8, 3])
+        logits = models.densenet_bc(images, 10, depth=10, growth_rate=4, efficient=True,
+                                    data_format='channels_last')()
+        loss = tf.losses.sparse_softmax_cross_entropy([0, 1], logits)
+        tf.train.MomentumOptimizer(0.1, 0.9).minimize(loss)
+        scoped, kept_out = cluster_by_layer(graph)
+        ops = graph.get_operations()
+    backward = [op for op in ops if op.name.startswith('gradients/')]
+    assert backward and scoped > 100 and kept_out >= len(backward)
+    for op in backward + [op for op in ops if op.type in KEPT_OUT]:
+        assert op.get_attr('_XlaCompile') is False, op.name
+    for op in ops:
+        if op.name.startswith('densenet/denseblock2/denselayer1/') and op.type not in KEPT_OUT:
+            assert op.get_attr('_XlaInternalScope') == b'densenet/denseblock2/denselayer1'
+        elif op.name.startswith('densenet/transition1/') and op.type not in KEPT_OUT:
+            assert op.get_attr('_XlaInternalScope') == b'densenet/transition1'
