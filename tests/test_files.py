@@ -101,6 +101,28 @@ def test_a_lock_file_that_is_no_regular_file_is_refused_and_nothing_is_written(
         assert tree(run_dir) == before
 
 
+def test_a_run_file_deleted_while_outputs_are_checked_is_passed_over(tmp_path, monkeypatch):
+    """A training run beside eval.py or export.py rotates its checkpoints away: a file listed
+    a moment ago may be gone when it is compared with the output."""
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'model.ckpt-1.index').write_bytes(b'')
+    (tmp_path / 'out.json').write_bytes(b'{}')
+    protected = files.Protected([str(run)], [], lambda name: name.startswith('model.ckpt'))
+    real = os.path.samefile
+
+    def rotated(a, b):
+        if b.endswith('model.ckpt-1.index'):
+            raise FileNotFoundError(errno.ENOENT, 'No such file or directory', b)
+        return real(a, b)
+    monkeypatch.setattr(os.path, 'samefile', rotated)
+    protected.check(str(tmp_path / 'out.json'), '--json')  # no error: nothing to protect
+    monkeypatch.setattr(os.path, 'samefile', real)
+    os.link(str(run / 'model.ckpt-1.index'), str(tmp_path / 'hard.json'))
+    with pytest.raises(UsageError, match='which this command reads'):
+        protected.check(str(tmp_path / 'hard.json'), '--json')
+
+
 def test_temporary_files_are_unique_exclusive_and_never_follow_a_link(tmp_path):
     target = str(tmp_path / 'out.pb')
     os.mkdir(target + '.tmp')  # the old fixed name, taken: no longer in the way

@@ -159,7 +159,11 @@ class Protected(object):
             return
         for other in self.inputs + [os.path.join(d, name) for d in self.run_dirs
                                     for name in os.listdir(d) if self.run_file(name)]:
-            if os.path.samefile(path, other):  # a hard link, a bind mount
+            try:
+                same = os.path.samefile(path, other)  # a hard link, a bind mount
+            except OSError:  # gone meanwhile (a training run rotating its checkpoints)
+                continue
+            if same:
                 raise UsageError('%s %s is %s, which this command reads; write elsewhere' % (
                     flag, path, other))
 
