@@ -12,7 +12,7 @@
   output that cannot be written is named before anything is computed.
 - **Protected files**: an output of eval.py or export.py may not land on a file of a run
   directory the command reads, nor on any file it reads, however the path is spelled
-  (relative, `..`, symlinks, hard links): `protect`.
+  (relative, `..`, symlinks, hard links): `Protected`.
 """
 import errno
 import json
@@ -23,7 +23,7 @@ import tempfile
 
 from utils.errors import OutputError, UsageError
 
-KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+MIB, GIB = 1 << 20, 1 << 30
 # The most bytes each kind of file may have (far above any real one, far below memory).
 LIMITS = dict(json=1 * MIB,           # config.json, schedule.json (~200 bytes)
               index=1 * MIB,          # TF's checkpoint index (a line per checkpoint)
@@ -126,16 +126,26 @@ def replace_file(path, data):
     """Writes `data` (bytes or str) to `path` atomically (a unique temporary file beside it,
     synced, renamed over it); OSError as the system gives it, the temporary file removed."""
     fd, tmp = _temporary(path)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data if isinstance(data, bytes) else data.encode('utf-8'))
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), _MODE)
+        _fill(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _fill(tmp, data):
+    """Writes `data` (bytes, or str as UTF-8) into temporary file `tmp`, synced, with the mode
+    open() would have given a new file; returns its size."""
+    data = data if isinstance(data, bytes) else data.encode('utf-8')
+    # Reopened without following a link: a link planted in its place is not written through.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW), 'wb') as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), _MODE)
+    return len(data)
 
 
 class Protected(object):
@@ -197,19 +207,14 @@ class Output(object):
 
     def commit(self, data):
         """Writes `data` (bytes, or str as UTF-8) to the path; returns its size."""
-        data = data if isinstance(data, bytes) else data.encode('utf-8')
         try:
-            with open(self.tmp, 'wb') as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-                os.fchmod(f.fileno(), _MODE)
+            size = _fill(self.tmp, data)
             os.replace(self.tmp, self.path)
         except OSError as e:
             self.discard()
             raise OutputError('%s %s: %s; nothing written' % (self.flag, self.path,
                                                               e.strerror or e))
-        return len(data)
+        return size
 
     def discard(self):
         _remove(self.tmp)
