@@ -8,7 +8,6 @@ never recomputes (there is no back-propagation), so there is no --efficient here
 """
 import contextlib
 import json
-import os
 import sys
 
 from utils import cli  # the rest, TensorFlow included, inside: Ctrl-C there is one line
@@ -24,9 +23,8 @@ def run(args):
     from utils import checkpoints, data, evaluation, files, resolve
     job = resolve.for_eval(args, compat.gpu_available())
     # Reserved now (refused before the whole evaluation), never over a file this run reads.
-    output = files.Output(args.json, '--json', files.Protected(
-        [args.model_dir] + ([os.path.dirname(job.checkpoint)] if job.checkpoint else []),
-        [job.keras_weights], checkpoints.is_run_file)) if args.json else None
+    output = files.Output(args.json, '--json', checkpoints.protected(
+        args.model_dir, job.checkpoint, job.keras_weights)) if args.json else None
     with output or contextlib.suppress():
         dataset = data.for_model(job.model, job.data_dir)
         cli.LOG.debug('%s; layout %s', job.model, job.data_format)

@@ -29,11 +29,10 @@ def run(args):
     if args.predict:
         return predict(args)
     import contextlib
-    import os
-    from utils import data, export, resolve
+    from utils import checkpoints, data, export, resolve
     job = resolve.for_export(args)
-    frozen, saved = export.reserve(args.output, args.saved_model, [args.model_dir] + (
-        [os.path.dirname(job.checkpoint)] if job.checkpoint else []), [job.keras_weights])
+    frozen, saved = export.reserve(args.output, args.saved_model, checkpoints.protected(
+        args.model_dir, job.checkpoint, job.keras_weights))
     with frozen or contextlib.suppress(), saved or contextlib.suppress():
         spec = data.spec(job.model.dataset, job.model.image_size)
         graph_def = export.freeze(job.checkpoint, spec, job.model, job.keras_weights)

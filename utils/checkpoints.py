@@ -65,6 +65,13 @@ def is_run_file(name):
     return bool(_RUN_FILE.match(name))
 
 
+def protected(model_dir, checkpoint=None, *inputs):
+    """The `files.Protected` of a command that only reads run directory `model_dir` (and the
+    directory of `checkpoint`, if it lies elsewhere) and the files `inputs`."""
+    run_dirs = [model_dir] + ([os.path.dirname(checkpoint)] if checkpoint else [])
+    return files.Protected(run_dirs, inputs, is_run_file)
+
+
 def _not_regular(model_dir, matches):
     """Why one of a checkpoint's files is no regular file (TensorFlow would wait on a FIFO, or
     read a device without end), or None."""

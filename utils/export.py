@@ -8,7 +8,6 @@ from tensorflow.python.framework import meta_graph
 from models.compat import tf
 from models.layers import CHANNELS_LAST
 from utils import files
-from utils.checkpoints import is_run_file
 from utils.restore import restorer
 from utils.errors import UsageError
 from utils.inference import inference
@@ -19,15 +18,14 @@ INPUT, LOGITS, PROBABILITIES, PIXEL_RANGE = 'input', 'logits', 'probabilities', 
 OUTPUTS = (LOGITS, PROBABILITIES, PIXEL_RANGE)
 
 
-def reserve(output, saved_model, run_dirs=(), inputs=()):
+def reserve(output, saved_model, protected=None):
     """(files.Output or None, files.OutputDirectory or None) for --output and --saved_model,
     checked and created before anything is frozen: UsageError if either cannot be written,
-    if both name one path, or if one would land on a file of `run_dirs` or `inputs`, which
-    export.py only reads."""
+    if both name one path, or if one would land on a file `protected` (a files.Protected,
+    e.g. `checkpoints.protected`) says export.py only reads."""
     if output and saved_model and os.path.realpath(output) == os.path.realpath(saved_model):
         raise UsageError('--output and --saved_model are both %s: give each its own path' %
                          output)
-    protected = files.Protected(run_dirs, inputs, is_run_file)
     frozen = files.Output(output, '--output', protected) if output else None
     try:
         saved = (files.OutputDirectory(saved_model, '--saved_model', protected)
