@@ -346,6 +346,33 @@ def test_sigterm_during_a_download_removes_the_partial_file(tmp_path, hostile_se
     assert os.listdir(dest) == [] and not (tmp_path / 'run').exists()
 
 
+def test_sigterm_inside_the_progress_bars_constructor_waits_for_the_next_read(tmp_path):
+    """Raised in a constructor, the exit leaves a half-built object whose collection prints a
+    traceback (what CI once saw): the signal is held until the download next waits."""
+    source, dest = tmp_path / 'archive', tmp_path / 'data'
+    source.write_bytes(b'x' * 4096)
+    script = '\n'.join([
+        'import os, signal, sys, tqdm',
+        'sys.path.insert(0, %r)' % ROOT,
+        'kept, os_null = os.dup(2), os.open(os.devnull, os.O_WRONLY)',
+        'os.dup2(os_null, 2)  # what TensorFlow prints as it loads',
+        'from utils.data.download import download_cifar',
+        'os.dup2(kept, 2)',
+        'built = tqdm.tqdm.__init__',
+        'def init(self, *args, **kwargs):',
+        '    os.kill(os.getpid(), signal.SIGTERM)',
+        '    built(self, *args, **kwargs)',
+        '    print("built", flush=True)',
+        'tqdm.tqdm.__init__ = init',
+        'download_cifar("cifar10", %r, url="file://%s", size=4096, md5="0" * 32)' % (
+            str(dest), source)])
+    proc = subprocess.run([PYTHON, '-c', script], env=child_environment(), cwd=ROOT,
+                          universal_newlines=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (143, 'built\n', [
+        'error: terminated (SIGTERM) during a download; the partial file is removed'])
+    assert os.listdir(str(dest)) == []
+
+
 def test_the_mirror_is_tried_before_the_official_address(tmp_path, http_server, monkeypatch,
                                                          caplog):
     blob = _cifar_archive(tmp_path)
