@@ -74,3 +74,36 @@ def contrib_recompute_grad():
         return None
     from tensorflow.contrib.layers import recompute_grad
     return recompute_grad
+
+
+# XLA auto-clustering for every session of the process, on the CPU too (whose switch is
+# --tf_xla_cpu_global_jit); what a GPU pipeline's TF_XLA_FLAGS or global_jit_level turns on.
+XLA_FLAGS = ('--tf_xla_auto_jit=2', '--tf_xla_cpu_global_jit')
+
+
+def enable_auto_clustering(every_op=False):
+    """Turns XLA auto-clustering on for the sessions this process creates from now on;
+    `every_op`: clusters of any size compile (by default those under 4 ops stay with
+    TensorFlow's kernels), and at their first run (by default a cluster is compiled once it
+    has run a few times, TensorFlow's kernels running it until then), for a graph whose every
+    op needs XLA. TensorFlow reads TF_XLA_FLAGS
+    once, at its first session: on 1.15 that is the only switch (so this must come before any
+    session); 2.x also has setters that act after it."""
+    flags = list(XLA_FLAGS) + (['--tf_xla_min_cluster_size=1',
+                                '--tf_xla_enable_lazy_compilation=false'] if every_op else [])
+    os.environ['TF_XLA_FLAGS'] = ' '.join(  # the flags given last win
+        os.environ.get('TF_XLA_FLAGS', '').split() + flags)
+    if TF2:
+        from tensorflow.python.client import pywrap_tf_session
+        pywrap_tf_session.TF_SetXlaAutoJitMode('2')
+        pywrap_tf_session.TF_SetTfXlaCpuGlobalJit(True)
+        if every_op:
+            pywrap_tf_session.TF_SetXlaMinClusterSize(1)
+            pywrap_tf_session.TF_SetXlaEnableLazyCompilation(False)
+
+
+def auto_clustering_requested(environ=os.environ):
+    """Whether TF_XLA_FLAGS turns XLA auto-clustering on (--tf_xla_auto_jit other than 0/-1)."""
+    jit = [flag.split('=', 1)[1] for flag in environ.get('TF_XLA_FLAGS', '').split()
+           if flag.startswith('--tf_xla_auto_jit=')]
+    return bool(jit) and jit[-1] not in ('0', '-1', 'off')

@@ -14,7 +14,10 @@ keeps the saving:
 - the backward pass, the recomputation with it, and the custom gradients' Identity/IdentityN
   ops stay with TensorFlow's executor (`_XlaCompile=False`): there the recomputation waits for
   its output gradients, and the identities do not make a cluster hand out copies of a block's
-  inputs.
+  inputs. With `backward=True` the backward pass clusters layer by layer too ('backward/' and
+  the part's name), for a CPU running channels_first, whose NCHW convolution gradients only
+  XLA runs; a part's recomputation then shares its cluster with the part's gradient, and
+  so waits for it, but the shared mode keeps less of its saving (benchmarks/README.md).
 """
 import re
 
@@ -28,17 +31,20 @@ _BACKWARD = re.compile(r'(?:^|/)gradients(?:_\d+)?/')
 KEPT_OUT = ('Identity', 'IdentityN')
 
 
-def cluster_by_layer(graph):
+def cluster_by_layer(graph, backward=False):
     """Marks the ops of `graph` (a training graph, gradients built) as above; returns (ops
     given a layer's scope, ops kept out of XLA)."""
     scoped = kept_out = 0
     for op in graph.get_operations():
-        if op.type in KEPT_OUT or _BACKWARD.search(op.name):
+        gradient = bool(_BACKWARD.search(op.name))
+        if op.type in KEPT_OUT or (gradient and not backward):
             op._set_attr('_XlaCompile', attr_value_pb2.AttrValue(b=False))
             kept_out += 1
             continue
         part = _PART.search(op.name)
-        op._set_attr('_XlaInternalScope', attr_value_pb2.AttrValue(
-            s=(part.group(1) if part else op.name).encode()))
+        scope = part.group(1) if part else op.name
+        if part and gradient:
+            scope = 'backward/' + scope
+        op._set_attr('_XlaInternalScope', attr_value_pb2.AttrValue(s=scope.encode()))
         scoped += bool(part)
     return scoped, kept_out

@@ -153,6 +153,18 @@ def _variable_input_graph(path):
     path.write_bytes(graph.as_graph_def().SerializeToString())
 
 
+def _channels_first_graph(path):
+    """What a GPU run frozen by hand (export.py always writes channels_last) can hold."""
+    with tf.Graph().as_default() as graph:
+        images = tf.placeholder(tf.float32, [None, 8, 8, 1], name='input')
+        x = tf.transpose(images, [0, 3, 1, 2])
+        x = tf.nn.conv2d(x, tf.ones([3, 3, 1, 10]), [1, 1, 1, 1], 'SAME', data_format='NCHW',
+                         name='features')
+        logits = tf.reduce_mean(x, [2, 3], name='logits')
+        tf.nn.softmax(logits, name='probabilities')
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('write, message', [
     ('saved_model', r'saved_model\.pb: not a readable frozen graph'),
@@ -161,11 +173,13 @@ def _variable_input_graph(path):
                         r'registered \'NoSuchOp\''),
     (_variable_input_graph, r'graph\.pb: not a graph written by export\.py \(its \'input\' is a '
                             r'Variable'),
+    (_channels_first_graph, r'graph\.pb: computes in channels_first \(node features\), which '
+                            r'TensorFlow runs only on a GPU'),
     ('image', r'bad\.png: not a PNG, JPEG, GIF or BMP image \(it starts with b\'not an i\'\)'),
     ('empty image', r'bad\.png: not a PNG, JPEG, GIF or BMP image \(an empty file\)'),
     ('broken jpeg', r'bad\.png: not a readable JPEG image'),
-], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'bad-image', 'empty-image',
-        'broken-jpeg'])
+], ids=['saved-model', 'meta-graph', 'unknown-op', 'variable-input', 'channels-first',
+        'bad-image', 'empty-image', 'broken-jpeg'])
 def test_predict_errors_name_the_file(trained, exported, tmp_path, capfd, write, message):
     """In this process, its file descriptors captured: TensorFlow's own log lines count too."""
     (model_pb, saved_model), image = exported, str(tmp_path / 'digit.png')

@@ -140,7 +140,9 @@ class TrainConfig(object):
     paper's rule, see `initial_learning_rate`), `lr_schedule` one of utils.optimizer.SCHEDULES;
     `max_steps`, when set, replaces `train_epochs`;
     `epochs_per_eval` 0 never evaluates during training; `inject_nan` (first batch, count) is a
-    fault drill; `data_format` is the layout of the device that trains."""
+    fault drill; `data_format` is the layout of the device that trains; `xla` turns on XLA
+    auto-clustering layer by layer (`models.xla`), with the backward pass too where
+    `xla_backward` (channels_first on a CPU)."""
     model_dir: str
     batch_size: int
     train_epochs: float
@@ -159,6 +161,8 @@ class TrainConfig(object):
     seed: Optional[int] = None
     init_from_keras: Optional[str] = None
     inject_nan: Optional[Tuple[int, int]] = None
+    xla: bool = False
+    xla_backward: bool = False
 
     def initial_learning_rate(self, workers=1):
         """The learning rate of a step of `workers` x `batch_size` images: the per-worker rate,

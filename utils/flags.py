@@ -35,6 +35,9 @@ def train_parser(description=None):
                              'shared: no concatenations and batch statistics shared between '
                              'layers, the least memory at about naive speed; every=N: only '
                              'every N-th layer, blocks=2,3: only those blocks')
+    parser.add_argument('--xla', type=str2bool, default=False,
+                        help='XLA auto-clustering, layer by layer so that recomputation keeps '
+                             'its saving; runs channels_first on a CPU too')
     parser.add_argument('--train_epochs', type=positive, default=None,
                         help='epochs to train (dataset default: %s)' % ', '.join(
                             '%s %g' % (name, d.train_epochs) for name, d in DEFAULTS.items()))

@@ -5,6 +5,7 @@ import os
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from models import compat
 from models.compat import tf
 from utils import files
 from utils.errors import UsageError, first_line
@@ -26,6 +27,7 @@ class Predictor(object):
         except (OSError, DecodeError) as e:
             raise UsageError('%s: not a readable frozen graph (%s)' % (
                 path, getattr(e, 'strerror', None) or e))
+        _check_layout(graph_def, path)
         self.graph = tf.Graph()
         try:
             with self.graph.as_default():
@@ -68,6 +70,19 @@ class Predictor(object):
 # The formats TensorFlow decodes, by their first bytes.
 FORMATS = ((b'\x89PNG\r\n\x1a\n', 'PNG'), (b'\xff\xd8\xff', 'JPEG'), (b'GIF87a', 'GIF'),
            (b'GIF89a', 'GIF'), (b'BM', 'BMP'))
+
+
+def _check_layout(graph_def, path):
+    """UsageError if `graph_def` computes in channels_first (NCHW) where there is no GPU:
+    TensorFlow's CPU kernels refuse it, at the first image, in a traceback. (export.py writes
+    channels_last graphs, whatever layout the run trained in.)"""
+    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    for node in nodes:
+        if 'data_format' in node.attr and node.attr['data_format'].s in (b'NCHW', b'NCDHW') \
+                and not compat.gpu_available():
+            raise UsageError('%s: computes in channels_first (node %s), which TensorFlow runs '
+                             'only on a GPU; export.py writes channels_last graphs: export the '
+                             'run again with it' % (path, node.name))
 
 
 def read_images(paths, image_shape, pixel_max=EIGHT_BIT):

@@ -89,7 +89,7 @@ def for_train(args, gpu):
             args.model_dir, changed))
     existing = checkpoints.scan(args.model_dir, verify=False).complete
     check_layers(model, existing[-1] if existing else None)
-    config = train_config(args, model, data_format(args.data_format, gpu))
+    config = train_config(args, model, data_format(args.data_format, gpu, args.xla), gpu)
     if config.init_from_keras:
         check_keras_source(config.init_from_keras, model.model)
     download = bool(args.download and not model.synthetic and model.dataset in data.DOWNLOADABLE)
@@ -190,9 +190,9 @@ def check_layers(model, checkpoint, why=''):
         checkpoints.check_layer_counts(checkpoint, _check_buildable(model).nb_layers, why)
 
 
-def train_config(args, model, layout):
+def train_config(args, model, layout, gpu=False):
     """The TrainConfig of train.py's flags for `model` (from `model_config`, which checked
-    them against it); unset ones from the dataset's defaults."""
+    them against it) in `layout` on a GPU or not; unset ones from the dataset's defaults."""
     fallback = defaults(model.dataset, model.synthetic)
     return TrainConfig(
         model_dir=args.model_dir, batch_size=args.batch_size or fallback.batch_size,
@@ -205,14 +205,18 @@ def train_config(args, model, layout):
         weight_decay=args.weight_decay, momentum=args.momentum,
         save_checkpoint_steps=args.save_checkpoint_steps,
         log_every_steps=args.log_every_steps, seed=args.seed,
-        init_from_keras=args.init_from_keras, inject_nan=args.inject_nan)
+        init_from_keras=args.init_from_keras, inject_nan=args.inject_nan, xla=args.xla,
+        xla_backward=args.xla and layout == CHANNELS_FIRST and not gpu)
 
 
-def data_format(flag, gpu):
-    """--data_format, or the layout of the device that runs (`gpu`: whether it is a GPU)."""
-    if flag == CHANNELS_FIRST and not gpu:
-        raise UsageError('--data_format channels_first needs a GPU: TensorFlow has no NCHW '
-                         'convolutions on CPU (leave it unset to pick by device)')
+def data_format(flag, gpu, xla=None):
+    """--data_format, or the layout of the device that runs (`gpu`: whether it is a GPU);
+    channels_first on a CPU only under `xla` (train.py's --xla; None: a command without it),
+    whose CPU backend runs it."""
+    if flag == CHANNELS_FIRST and not (gpu or xla):
+        raise UsageError('--data_format channels_first needs a GPU%s: TensorFlow has no NCHW '
+                         'convolutions on CPU (leave it unset to pick by device)'
+                         % (' or --xla True' if xla is not None else ''))
     return flag or default_data_format(gpu)
 
 

@@ -7,8 +7,9 @@ import contextlib
 import os
 import re
 
-from models import SCOPE
+from models import SCOPE, compat
 from models.compat import tf
+from models.xla import cluster_by_layer
 from utils import distribution, hooks, optimizer, run_dir
 from utils.checkpoints import check_compatible, checkpoint_step, latest_checkpoint
 from utils.errors import TrainingError, first_line
@@ -38,10 +39,13 @@ def train(dataset, model, config, extra_hooks=()):
         run_dir.check_schedule(config.model_dir, trained_as)
         LOG.info('resuming from %s at step %d%s', resume, start,
                  '; --init_from_keras only starts new runs' if config.init_from_keras else '')
-    with tf.Graph().as_default(), contextlib.ExitStack() as claimed:
+    _start_xla(config, dist.is_chief)
+    with tf.Graph().as_default() as graph, contextlib.ExitStack() as claimed:
         if config.seed is not None:
             tf.set_random_seed(config.seed)
         step = _training_graph(dataset, model, config, dist, last_step)
+        if config.xla:
+            cluster_by_layer(graph, backward=config.xla_backward)
         signals = hooks.StopSignals()
         guard = hooks.GuardHook(step.loss, step.finite, step.loss_scale, config.model_dir,
                                 MAX_NONFINITE_FP16_STEPS if config.fp16 else 1, signals, dist)
@@ -75,6 +79,23 @@ def train(dataset, model, config, extra_hooks=()):
     else:
         LOG.info('done at step %d; checkpoints in %s', last, config.model_dir)
     return last
+
+
+def _start_xla(config, report):
+    """XLA auto-clustering on, as --xla says; where it will not keep the recomputation's
+    saving, one line says so now (`report`: this process speaks for the run)."""
+    recomputes = str(config.efficient) != 'naive'
+    if config.xla:
+        compat.enable_auto_clustering(every_op=config.xla_backward)
+        if config.xla_backward and recomputes and report:
+            LOG.warning('--xla True in channels_first on a CPU: XLA compiles the backward pass '
+                        'too (TensorFlow has no NCHW gradients on CPU), where recomputation '
+                        '(%s) keeps less of its saving (benchmarks/README.md, "Under XLA")',
+                        config.efficient)
+    elif compat.auto_clustering_requested() and recomputes and report:
+        LOG.warning('TF_XLA_FLAGS turns on XLA auto-clustering, which undoes most of '
+                    'recomputation\'s (%s) saving (benchmarks/README.md, "Under XLA"); '
+                    'add --xla True to keep it', config.efficient)
 
 
 def _training_graph(dataset, model, config, dist, last_step):

@@ -8,15 +8,12 @@ not a hang or a full disk; a file:// address must name a regular file (not a FIF
 file is removed on every way out, SIGTERM included. DENSENET_DATA_MIRROR=URL (a directory
 holding the files by their official names) is tried before the official addresses.
 """
-import contextlib
 import hashlib
 import http.client
 import os
 import shutil
-import signal
 import socket
 import stat
-import sys
 import tarfile
 import tempfile
 import threading
@@ -25,6 +22,7 @@ import urllib.parse
 import urllib.request
 
 from utils import files
+from utils.data.termination import interruptible, sigterm_unwinds
 from utils.errors import DataError
 from utils.log import LOG
 
@@ -104,7 +102,7 @@ def _download_file(url, data_dir, name, size, md5, progress, then=None):
     """Downloads `url` to a temporary file in `data_dir`, checks its size (unless None) and MD5,
     then calls `then(temporary path)` if given, else renames it to `name`. A failed, bad or
     interrupted download leaves nothing behind."""
-    with _sigterm_unwinds():
+    with sigterm_unwinds():
         try:
             os.makedirs(data_dir, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=name + '.', suffix='.part', dir=data_dir)
@@ -187,12 +185,12 @@ def _open(url):
             mode = os.stat(urllib.request.url2pathname(parsed.path)).st_mode
             if not stat.S_ISREG(mode):
                 raise DataError('%s: %s, not a file to download' % (url, files.describe(mode)))
-            with _interruptible():
+            with interruptible():
                 return urllib.request.urlopen(url)
         timer = threading.Timer(STALL_SECONDS, _hang_up, (sockets, late))
         timer.start()
         try:
-            with _interruptible():
+            with interruptible():
                 response = _opener(sockets).open(url, timeout=STALL_SECONDS)
         finally:
             timer.cancel()
@@ -235,63 +233,11 @@ def _opener(sockets):
     return urllib.request.build_opener(Handler, SecureHandler)
 
 
-_TERMINATIONS = []  # the innermost download's SIGTERM state: {'pending': signum, 'now': bool}
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """SIGTERM during a download ends the process through its `finally` clauses (exit 143,
-    one line), so that the partial file is removed: its default action ends it on the spot.
-
-    The exception is raised at once only where the download waits on the network
-    (`_interruptible`); elsewhere the signal is held until the next such wait or the end, so
-    that it never lands between creating a temporary and the `try` that removes it, nor inside
-    a library's constructor (a half-built tqdm prints a traceback when collected)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    state = {'pending': None, 'now': False}
-
-    def stop(signum, frame):
-        state['pending'] = signum
-        if state['now']:
-            _terminate(state)
-    previous = signal.signal(signal.SIGTERM, stop)
-    _TERMINATIONS.append(state)
-    try:
-        yield
-    finally:
-        _TERMINATIONS.pop()
-        signal.signal(signal.SIGTERM, previous)
-        if state['pending']:
-            _terminate(state)
-
-
-@contextlib.contextmanager
-def _interruptible():
-    """Where a held or arriving SIGTERM ends the download at once: a wait on the network."""
-    state = _TERMINATIONS[-1] if _TERMINATIONS else {'pending': None, 'now': False}
-    if state['pending']:
-        _terminate(state)
-    state['now'] = True
-    try:
-        yield
-    finally:
-        state['now'] = False
-
-
-def _terminate(state):
-    signum, state['pending'] = state['pending'], None  # one exit, however many waits it unwinds
-    print('error: terminated (SIGTERM) during a download; the partial file is removed',
-          file=sys.stderr)
-    raise SystemExit(128 + signum)
-
-
 def _copy(url, response, out, md5, limit, bar):
     got, window_start, window_bytes = 0, time.monotonic(), 0
     while True:
         try:
-            with _interruptible():
+            with interruptible():
                 chunk = response.read1(1 << 16)
         except OSError as e:  # socket.timeout included: nothing for STALL_SECONDS
             raise DataError('%s: download failed after %d bytes (%s)' % (url, got, e))
