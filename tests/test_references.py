@@ -132,3 +132,33 @@ def test_the_checker_catches_a_stale_name_and_a_stale_path():
     assert not resolves('utils.config.TrainConfig.no_such_method')
     assert list(_references(os.path.join(ROOT, 'README.md')))
     assert not os.path.exists(os.path.join(ROOT, 'docs/no_such.md'))
+
+
+_FIGURE = re.compile(r'(?<![\w.^])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+)(?![\w.])')
+
+
+def _figures(text):
+    """(text, value, decimals) of each figure in `text`: a number with a decimal point or
+    thousands separators (not a flag value, a depth or a size in GiB)."""
+    for token in _FIGURE.findall(text):
+        yield token, float(token.replace(',', '')), len(token.partition('.')[2])
+
+
+def _between(text, start, end):
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_the_readmes_benchmark_figures_are_quoted_from_benchmarks_readme():
+    """One home per figure: each one in README.md's Performance table and its "On GPUs"
+    paragraph is a figure of benchmarks/README.md, as it reads there or rounded."""
+    with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+        readme = f.read()
+    with open(os.path.join(ROOT, 'benchmarks', 'README.md'), encoding='utf-8') as f:
+        home = [value for _, value, _ in _figures(f.read())]
+    quoted = (_between(readme, '## Performance', '```') +
+              _between(readme, '**On GPUs.**', '\n\n'))
+    figures = list(_figures(quoted))
+    assert len(figures) > 20
+    unsourced = [token for token, value, decimals in figures
+                 if not any(round(h, decimals) == value for h in home)]
+    assert not unsourced, unsourced
