@@ -53,11 +53,18 @@ def _truncated(d):
     return path, r'truncated IDX file'
 
 
+def _patch(d, name, data, offset=0, mode='r+b'):
+    """Writes `data` into IDX file `name` at `offset` (mode 'ab': at its end); its path."""
+    path = os.path.join(d, name)
+    with open(path, mode) as f:
+        f.seek(offset)
+        f.write(data)
+    return path
+
+
 def _bad_magic(d):
-    path = os.path.join(d, 't10k-labels-idx1-ubyte')
-    with open(path, 'r+b') as f:
-        f.write(b'\x00\x00\x08\x03')
-    return path, r'magic number 0x00000803, expected 0x00000801'
+    return (_patch(d, 't10k-labels-idx1-ubyte', b'\x00\x00\x08\x03'),
+            r'magic number 0x00000803, expected 0x00000801')
 
 
 def _count_mismatch(d):
@@ -95,18 +102,13 @@ def _bad_gzip(d):
 
 
 def _overlong(d):
-    path = os.path.join(d, 't10k-labels-idx1-ubyte')
-    with open(path, 'ab') as f:
-        f.write(b'\x01')
-    return path, r'overlong IDX file'
+    return _patch(d, 't10k-labels-idx1-ubyte', b'\x01', mode='ab'), r'overlong IDX file'
 
 
 def _wrapping_header(d):
     """Dimensions whose product wraps int64 to a small number: 2^32-1 x 2^32-1 x ... ."""
-    path = os.path.join(d, 'train-images-idx3-ubyte')
-    with open(path, 'r+b') as f:
-        f.seek(4)
-        f.write(struct.pack('>3I', 2 ** 32 - 1, 2 ** 32 - 1, 2 ** 31))
+    path = _patch(d, 'train-images-idx3-ubyte', struct.pack('>3I', 2 ** 32 - 1, 2 ** 32 - 1,
+                                                            2 ** 31), offset=4)
     return path, r'announces 4294967295x4294967295x2147483648 values .* more than the'
 
 

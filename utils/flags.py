@@ -266,15 +266,20 @@ def size(name, least=1):
     return parse
 
 
-def non_negative(value):
-    """A finite number in [0, float32's largest]: it becomes a float32 in the graph."""
+def _number(value, within, expected):
+    """`value` as a float if `within(it)`, else the flag's error saying what was `expected`."""
     try:
         number = float(value)
     except ValueError:
-        number = float('nan')
-    if not 0.0 <= number <= MAX_FLOAT32:
-        raise argparse.ArgumentTypeError('expected a finite number >= 0, got %r' % value)
+        number = float('nan')  # within nothing
+    if not within(number):
+        raise argparse.ArgumentTypeError('expected %s, got %r' % (expected, value))
     return number
+
+
+def non_negative(value):
+    """A finite number in [0, float32's largest]: it becomes a float32 in the graph."""
+    return _number(value, lambda n: 0.0 <= n <= MAX_FLOAT32, 'a finite number >= 0')
 
 
 def positive(value):
@@ -285,10 +290,4 @@ def positive(value):
 
 
 def fraction(value):
-    try:
-        number = float(value)
-    except ValueError:
-        number = float('nan')
-    if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError('expected a number in [0, 1), got %r' % value)
-    return number
+    return _number(value, lambda n: 0.0 <= n < 1.0, 'a number in [0, 1)')
