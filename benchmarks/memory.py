@@ -36,10 +36,12 @@ MIB = 2.0 ** 20
 MODES = ('naive', 'efficient', 'shared')
 SETTINGS = {'naive': False, 'efficient': True, 'shared': 'shared'}
 NOT_ASKED = dict(status='not asked for (--modes)')
-# --xla: off; plain, XLA auto-clustering as a user turns it on (TF_XLA_FLAGS below); layers,
-# the same with `models.xla.cluster_by_layer`'s marks, which keep the recomputation's saving.
-XLA = ('off', 'plain', 'layers')
-XLA_FLAGS = '--tf_xla_cpu_global_jit --tf_xla_auto_jit=2'
+# --xla: off; plain, XLA auto-clustering as a user turns it on
+# (`models.compat.enable_auto_clustering`, as train.py --xla True does); layers, the same with
+# `models.xla.cluster_by_layer`'s marks, which keep the recomputation's saving (train.py --xla
+# True); backward, the backward pass clustered layer by layer too, every cluster compiled
+# (train.py --xla True in channels_first on a CPU).
+XLA = ('off', 'plain', 'layers', 'backward')
 CSV_FIELDS = ('model', 'depth', 'growth_rate', 'setting', 'batch', 'image_size', 'xla', 'status',
               'params', 'variables_mib', 'peak_mib', 'step_s', 'build_s', 'ops', 'rss_mib',
               'tensorflow', 'per_image_mib')
@@ -75,8 +77,7 @@ def measure(case, limit_gb):
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_measure_in_child, args=(sender, case))
     with _environment(TF_CPU_ALLOCATOR_USE_BFC='true',
-                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024)),
-                      TF_XLA_FLAGS=XLA_FLAGS if case.xla != 'off' else None):
+                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024))):
         child.start()  # a spawned child takes the environment as it is now
     sender.close()
     try:
@@ -127,6 +128,8 @@ def _measure(case):
     from benchmarks import peak
     from models import compat
     from models.compat import tf
+    if case.xla != 'off':  # before the first session, which reads the switches
+        compat.enable_auto_clustering(every_op=case.xla == 'backward')
     with tf.Graph().as_default() as graph:
         rng = np.random.RandomState(0)
         batch = {}  # in local variables, set by a feed: in memory before any step, as weights are
@@ -138,9 +141,9 @@ def _measure(case):
         train = tf.group(  # the updates beside the step, as in utils.optimizer.training_graph
             tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
             *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
-        if case.xla == 'layers':
+        if case.xla in ('layers', 'backward'):
             from models.xla import cluster_by_layer
-            cluster_by_layer(graph)
+            cluster_by_layer(graph, backward=case.xla == 'backward')
         build_s, ops = time.time() - start, len(graph.get_operations()) - inputs
         params = models.count_params(tf.trainable_variables())
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
@@ -538,7 +541,8 @@ def parse_args(argv):
                         '(--budget_gb)')
     parser.add_argument('--xla', choices=XLA, default='off',
                         help='the --depths series under XLA auto-clustering: plain, or with '
-                             'models.xla.cluster_by_layer (layers)')
+                             'models.xla.cluster_by_layer (layers; backward: the backward '
+                             'pass clustered too, as on a CPU in channels_first)')
     parser.add_argument('--out', default='benchmarks/results', help='CSV and PNG go here')
     parser.add_argument('--quick', action='store_true', help='tiny sizes (%s)' % QUICK)
     args = parser.parse_args(argv)
@@ -562,7 +566,7 @@ def main(argv=None, run=measure):
                  'the first step (no warm-up)'))
     print('DenseNet-BC k=%d, batch %d, %dx%d; %s%s' % (
         args.growth_rate, args.batch_size, args.image_size, args.image_size, title,
-        '' if args.xla == 'off' else '; XLA %s (TF_XLA_FLAGS="%s")' % (args.xla, XLA_FLAGS)))
+        '' if args.xla == 'off' else '; XLA %s (models.compat.enable_auto_clustering)' % args.xla))
     log = lambda line: print(line, flush=True)  # noqa: E731
     rows = []
     for section, wanted in ((series, args.depths), (wide, args.wide), (imagenet, args.imagenet),
