@@ -134,7 +134,8 @@ def test_the_checker_catches_a_stale_name_and_a_stale_path():
     assert not os.path.exists(os.path.join(ROOT, 'docs/no_such.md'))
 
 
-_FIGURE = re.compile(r'(?<![\w.^])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+)(?![\w.])')
+_FIGURE = re.compile(r'(?<![\w.^])(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d+)(?![\d.])'
+                     r'(?![A-Za-wyz_])')  # 1.03x is a figure, 1.15.5 and 3.9-3.11 are not
 
 
 def _figures(text):
