@@ -86,9 +86,9 @@ def enable_auto_clustering(every_op=False):
     `every_op`: clusters of any size compile (by default those under 4 ops stay with
     TensorFlow's kernels), and at their first run (by default a cluster is compiled once it
     has run a few times, TensorFlow's kernels running it until then), for a graph whose every
-    op needs XLA. TensorFlow reads TF_XLA_FLAGS
-    once, at its first session: on 1.15 that is the only switch (so this must come before any
-    session); 2.x also has setters that act after it."""
+    op needs XLA. TensorFlow reads TF_XLA_FLAGS once, at its first session: on 1.15 that is
+    the only switch (so this must come before any session); 2.x also has setters that act
+    after it."""
     flags = list(XLA_FLAGS) + (['--tf_xla_min_cluster_size=1',
                                 '--tf_xla_enable_lazy_compilation=false'] if every_op else [])
     os.environ['TF_XLA_FLAGS'] = ' '.join(  # the flags given last win
