@@ -92,20 +92,16 @@ def measure(case, limit_gb):
 
 @contextlib.contextmanager
 def _environment(**variables):
-    """os.environ with `variables` set (None: unset), for the duration (this process's
-    TensorFlow, already started, is not affected; the processes started meanwhile are)."""
+    """os.environ with `variables` set, for the duration (this process's TensorFlow, already
+    started, is not affected; the processes started meanwhile are)."""
     saved = dict((name, os.environ.get(name)) for name in variables)
-    for name, value in variables.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    os.environ.update(variables)
     try:
         yield
     finally:
         for name, value in saved.items():
             if value is None:
-                os.environ.pop(name, None)
+                del os.environ[name]
             else:
                 os.environ[name] = value
 

@@ -102,8 +102,8 @@ def enable_auto_clustering(every_op=False):
             pywrap_tf_session.TF_SetXlaEnableLazyCompilation(False)
 
 
-def auto_clustering_requested(environ=os.environ):
+def auto_clustering_requested():
     """Whether TF_XLA_FLAGS turns XLA auto-clustering on (--tf_xla_auto_jit other than 0/-1)."""
-    jit = [flag.split('=', 1)[1] for flag in environ.get('TF_XLA_FLAGS', '').split()
+    jit = [flag.split('=', 1)[1] for flag in os.environ.get('TF_XLA_FLAGS', '').split()
            if flag.startswith('--tf_xla_auto_jit=')]
     return bool(jit) and jit[-1] not in ('0', '-1', 'off')

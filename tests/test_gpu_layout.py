@@ -13,7 +13,7 @@ from conftest import PYTHON, ROOT, child_environment
 from models import compat
 from xla_layouts import CASES
 
-XLA_FLAGS = '--tf_xla_cpu_global_jit --tf_xla_auto_jit=2'
+XLA_FLAGS = ' '.join(compat.XLA_FLAGS)  # what train.py --xla True turns on
 # float64: the layouts differ only in summation order. float16 activations (with float32
 # batch statistics and master weights, as --fp16 runs on a GPU): their precision, ~1e-3.
 TOLERANCE = {'float64': 1e-9, 'float16': 2e-2}

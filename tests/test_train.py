@@ -243,8 +243,8 @@ def test_help_gives_each_datasets_defaults_from_the_one_record():
                  if a.help)
     shown = ' '.join(flags.train_parser().format_help().split())  # what --help prints
     assert flags.eval_parser().format_help() and flags.export_parser().format_help()
+    assert 'cosine: half a cosine down to 0 (default: the dataset\'s: digits step' in shown
     for name, defaults in DEFAULTS.items():
-        assert 'cosine: half a cosine down to 0 (default: the dataset\'s: digits step' in shown
         assert '%s %g' % (name, defaults.train_epochs) in helps['train_epochs'], name
         assert '%s %s' % (name, defaults.lr_schedule) in helps['lr_schedule'], name
 

@@ -77,12 +77,12 @@ def _check_layout(graph_def, path):
     TensorFlow's CPU kernels refuse it, at the first image, in a traceback. (export.py writes
     channels_last graphs, whatever layout the run trained in.)"""
     nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
-    for node in nodes:
-        if 'data_format' in node.attr and node.attr['data_format'].s in (b'NCHW', b'NCDHW') \
-                and not compat.gpu_available():
-            raise UsageError('%s: computes in channels_first (node %s), which TensorFlow runs '
-                             'only on a GPU; export.py writes channels_last graphs: export the '
-                             'run again with it' % (path, node.name))
+    first = next((node.name for node in nodes if 'data_format' in node.attr and
+                  node.attr['data_format'].s in (b'NCHW', b'NCDHW')), None)
+    if first and not compat.gpu_available():
+        raise UsageError('%s: computes in channels_first (node %s), which TensorFlow runs only '
+                         'on a GPU; export.py writes channels_last graphs: export the run again '
+                         'with it' % (path, first))
 
 
 def read_images(paths, image_shape, pixel_max=EIGHT_BIT):
