@@ -122,8 +122,10 @@ def _measure(case):
     tensorflow) of one training step of `case`, in this process."""
     import models
     from benchmarks import peak
+    from benchmarks.peer_methods import PEERS
     from models import compat
     from models.compat import tf
+    peer = PEERS.get(case.setting)  # a peer's setting: the naive graph, the peer's gradients
     if case.xla != 'off':  # before the first session, which reads the switches
         compat.enable_auto_clustering(every_op=case.xla == 'backward')
     with tf.Graph().as_default() as graph:
@@ -133,10 +135,16 @@ def _measure(case):
                         .astype(np.float32), batch)
         labels = _local(rng.randint(0, case.classes, case.batch).astype(np.int32), batch)
         start, inputs = time.time(), len(graph.get_operations())
-        loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images))
-        train = tf.group(  # the updates beside the step, as in utils.optimizer.training_graph
-            tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
-            *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+        efficient = False if peer else SETTINGS.get(case.setting, case.setting)
+        loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images, efficient))
+        optimizer = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True)
+        if peer:
+            apply = peer.minimize(optimizer, loss)
+            peer.prepare(graph)
+        else:
+            apply = optimizer.minimize(loss)
+        # the updates beside the step, as in utils.optimizer.training_graph
+        train = tf.group(apply, *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
         if case.xla in ('layers', 'backward'):
             from models.xla import cluster_by_layer
             cluster_by_layer(graph, backward=case.xla == 'backward')
@@ -145,7 +153,7 @@ def _measure(case):
         variables = sum(v.shape.num_elements() * v.dtype.base_dtype.size
                         for v in tf.global_variables())
         stats = peak.AllocatorStats()
-        with tf.Session() as sess:
+        with tf.Session(config=peer.session_config() if peer else None) as sess:
             sess.run(tf.global_variables_initializer())
             sess.run(tf.local_variables_initializer(), feed_dict=batch)
             if case.steps:
@@ -173,7 +181,7 @@ def _local(value, feeds):
     return tf.Variable(placeholder, trainable=False, collections=[tf.GraphKeys.LOCAL_VARIABLES])
 
 
-def _logits(case, images):
+def _logits(case, images, efficient):
     import models
     from models.compat import tf
     if case.model == 'keras_densenet121':
@@ -183,7 +191,7 @@ def _logits(case, images):
         for update in model.updates:
             tf.add_to_collection(tf.GraphKeys.UPDATE_OPS, update)
         return model.layers[-1].output.op.inputs[0]  # the logits under the softmax
-    setting = models.Recomputation.parse(SETTINGS.get(case.setting, case.setting))
+    setting = models.Recomputation.parse(efficient)
     if case.model == 'densenet_imagenet':
         return models.densenet_imagenet(images, case.classes, layers=case.depth,
                                         growth_rate=case.growth_rate, efficient=setting,
