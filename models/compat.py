@@ -76,6 +76,13 @@ def contrib_recompute_grad():
     return recompute_grad
 
 
+def conv2d_gradient():
+    """TensorFlow's registered gradient function of Conv2D: (op, grad) -> [input gradient,
+    filter gradient]."""
+    from tensorflow.python.ops import nn_grad
+    return nn_grad._Conv2DGrad
+
+
 # XLA auto-clustering for every session of the process, on the CPU too (whose switch is
 # --tf_xla_cpu_global_jit); what a GPU pipeline's TF_XLA_FLAGS or global_jit_level turns on.
 XLA_FLAGS = ('--tf_xla_auto_jit=2', '--tf_xla_cpu_global_jit')

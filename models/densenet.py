@@ -186,7 +186,7 @@ class DenseNetCreator(object):
         with tf.variable_scope(scope):
             if recompute:
                 self.recomputed.append(tf.get_variable_scope().name)
-                return R.recompute(body, len(inputs))(*inputs)
+                return R.recompute(R.filter_gradient_first(body), len(inputs))(*inputs)
             return body(inputs, False)
 
     def _bn_relu(self, x, name, is_recomputing, mfm=False):

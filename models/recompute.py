@@ -96,3 +96,31 @@ def _per_variable(grads, reads):
         grads = grads[len(variable_reads):]
         result.append(None if not mine else mine[0] if len(mine) == 1 else tf.add_n(mine))
     return result
+
+
+FILTER_GRADIENT_FIRST = 'DenseNetFilterGradientFirstConv2D'
+
+
+def filter_gradient_first(body):
+    """`body` whose convolutions, when differentiated, compute their filter gradient before their
+    input gradient.
+
+    Both need the layer's recomputed input, but only the input gradient starts the chain that
+    goes on backwards (ReLU, batch norm, the previous convolution), each link allocating a new
+    feature-map gradient. Left to the executor, that chain often ran first, and the filter
+    gradient (whose kernel takes a large working buffer on a CPU, as cuDNN's workspace does on a
+    GPU) ran last, on top of all of it: BC-40's peak was set there. One control edge per
+    convolution keeps that order on every stack (`models.compat.conv2d_gradient`, TensorFlow's
+    own gradient, computes both).
+    """
+    def ordered(inputs, is_recomputing):
+        with tf.get_default_graph().gradient_override_map({'Conv2D': FILTER_GRADIENT_FIRST}):
+            return body(inputs, is_recomputing)
+    return ordered
+
+
+@tf.RegisterGradient(FILTER_GRADIENT_FIRST)
+def _filter_gradient_first(op, grad):
+    input_grad, filter_grad = compat.conv2d_gradient()(op, grad)
+    input_grad.op._add_control_input(filter_grad.op)
+    return input_grad, filter_grad

@@ -66,6 +66,27 @@ def test_efficient_memory_grows_far_slower_than_naive():
     assert relative_growth < 0.33
 
 
+@pytest.mark.parametrize('efficient', [True, False])
+def test_recomputed_convolutions_compute_their_filter_gradient_first(efficient):
+    """Each recomputed convolution's input gradient waits for its filter gradient (see
+    `models.recompute.filter_gradient_first`); the naive graph is left to the executor."""
+    with tf.Graph().as_default() as graph:
+        img = tf.zeros([2, 8, 8, 3])
+        model = models.DenseNetCreator(img, 10, bottleneck=True, growth_rate=4,
+                                       nb_dense_block=2, nb_layers_per_block=2,
+                                       efficient=efficient, data_format='channels_last')
+        tf.train.GradientDescentOptimizer(0.1).minimize(tf.reduce_sum(model()))
+    ops = graph.get_operations()
+    inputs = [op for op in ops if op.type == 'Conv2DBackpropInput']
+    ordered = [op for op in inputs if any(
+        c.type == 'Conv2DBackpropFilter' and c.inputs[2] is op.inputs[2]  # the same gradient
+        for c in op.control_inputs)]
+    # 2 x 2 dense layers of two convolutions, a transition and the stem (whose input gradient
+    # is built though nothing needs it)
+    assert len(inputs) == 10
+    assert len(ordered) == (10 if efficient else 0), [op.name for op in inputs]
+
+
 def test_shared_statistics_memory_grows_slower_than_efficient():
     """Fails if a full-width concatenation (or a per-layer copy of earlier features) reappears
     in efficient='shared': its peak must grow with depth clearly slower than efficient=True's,
