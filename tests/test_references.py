@@ -150,13 +150,14 @@ def _between(text, start, end):
 
 
 def test_the_readmes_benchmark_figures_are_quoted_from_benchmarks_readme():
-    """One home per figure: each one in README.md's Performance table and its "On GPUs"
-    paragraph is a figure of benchmarks/README.md, as it reads there or rounded."""
+    """One home per figure: each one in README.md's Performance table, its peers table and its
+    "On GPUs" paragraph is a figure of benchmarks/README.md, as it reads there or rounded."""
     with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
         readme = f.read()
     with open(os.path.join(ROOT, 'benchmarks', 'README.md'), encoding='utf-8') as f:
         home = [value for _, value, _ in _figures(f.read())]
     quoted = (_between(readme, '## Performance', '```') +
+              _between(readme, "**Beside TF1's own tools.**", '```') +
               _between(readme, '**On GPUs.**', '\n\n'))
     figures = list(_figures(quoted))
     assert len(figures) > 20
