@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import memory  # noqa: E402
 from benchmarks.peer_methods import COLUMNS, PEERS, Peer, openai_missing  # noqa: E402
 
+
 def config(value):
     """'L:k:batch', e.g. 250:24:16."""
     try:
