@@ -73,11 +73,12 @@ def measure(case, limit_gb):
     """The measurement dict of `case` (see `_measure`), in a fresh process whose CPU allocator
     is a BFC allocator holding at most `limit_gb` GiB; its status says 'out of memory' where
     the step did not fit (or the kernel killed the process), else 'ok'."""
+    from benchmarks import peak
     context = multiprocessing.get_context('spawn')
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_measure_in_child, args=(sender, case))
-    with _environment(TF_CPU_ALLOCATOR_USE_BFC='true',
-                      TF_CPU_BFC_MEM_LIMIT_IN_MB=str(int(limit_gb * 1024))):
+    with _environment(**{peak.BFC_VARIABLE: 'true',
+                         peak.LIMIT_VARIABLE: str(int(limit_gb * 1024))}):
         child.start()  # a spawned child takes the environment as it is now
     sender.close()
     try:
