@@ -138,14 +138,7 @@ def _measure(case):
         start, inputs = time.time(), len(graph.get_operations())
         efficient = False if peer else SETTINGS.get(case.setting, case.setting)
         loss = tf.losses.sparse_softmax_cross_entropy(labels, _logits(case, images, efficient))
-        optimizer = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True)
-        if peer:
-            apply = peer.minimize(optimizer, loss)
-            peer.prepare(graph)
-        else:
-            apply = optimizer.minimize(loss)
-        # the updates beside the step, as in utils.optimizer.training_graph
-        train = tf.group(apply, *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+        train = train_step(loss, peer)
         if case.xla in ('layers', 'backward'):
             from models.xla import cluster_by_layer
             cluster_by_layer(graph, backward=case.xla == 'backward')
@@ -171,6 +164,16 @@ def _measure(case):
     return dict(params=params, variables_mib=variables / MIB, status='ok', ops=ops,
                 peak_mib=peak_bytes / MIB, build_s=build_s, step_s=float(np.median(times)),
                 rss_mib=rss_mib, tensorflow=compat.VERSION)
+
+
+def train_step(loss, peer=None):
+    """The benchmarks' training step of `loss`: Nesterov SGD (its gradients as `peer`, a
+    `benchmarks.peer_methods.Peer`, computes them, if given) grouped with the batch-norm
+    updates, as in utils.optimizer.training_graph."""
+    from models.compat import tf
+    optimizer = tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True)
+    apply = peer.minimize(optimizer, loss) if peer else optimizer.minimize(loss)
+    return tf.group(apply, *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
 
 
 def _local(value, feeds):
@@ -511,12 +514,17 @@ def bc_depth(value):
     return depth
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_network_args(parser):
+    """The DenseNet-BC series' flags: --depths, --growth_rate, --batch_size, --image_size."""
     parser.add_argument('--depths', type=bc_depth, nargs='*', default=[40, 100, 250])
     parser.add_argument('--growth_rate', type=int, default=12)
     parser.add_argument('--batch_size', type=int, default=64)
     parser.add_argument('--image_size', type=int, default=32)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_network_args(parser)
     parser.add_argument('--steps', type=int, default=3,
                         help='timed steps after a warm-up step (median reported); 0: one step, '
                         'no warm-up (one-off costs included: for steps of minutes)')

@@ -21,7 +21,10 @@ class Peer(object):
 
     def minimize(self, optimizer, loss):
         """`optimizer.minimize(loss)`, its gradients computed as this peer computes them (openai's
-        replace the function the optimizer calls, as its README shows for Keras)."""
+        replace the function the optimizer calls, as its README shows for Keras; Grappler's
+        MANUAL level recomputes the forward ops marked here)."""
+        if self.hints:
+            _hint_recomputation(loss.graph)
         if not self.checkpoints:
             return optimizer.minimize(loss)
         import memory_saving_gradients
@@ -37,14 +40,6 @@ class Peer(object):
             return optimizer.minimize(loss)
         finally:
             gradients.gradients = original
-
-    def prepare(self, graph):
-        """Marks the forward ops Grappler's MANUAL level recomputes (after the graph is built)."""
-        if self.hints:
-            from tensorflow.core.framework import attr_value_pb2
-            for op in graph.get_operations():
-                if op.name.startswith('densenet/') and op.type in HINTED:
-                    op._set_attr('_recompute_hint', attr_value_pb2.AttrValue(i=1))
 
     def session_config(self):
         from models.compat import tf
@@ -70,6 +65,15 @@ COLUMNS = ('naive',) + tuple(PEERS) + OURS
 # convolution, in the naive graph without dropout) and each transition's (its pooling).
 CHECKPOINTS = re.compile(r'^densenet/(denseblock\d+/denselayer\d+/conv2/Conv2D|'
                          r'transition\d+/pool/AvgPool)$')
+
+
+def _hint_recomputation(graph):
+    """Marks the naive graph's concatenations, batch norms and ReLUs for Grappler's MANUAL
+    level to recompute."""
+    from tensorflow.core.framework import attr_value_pb2
+    for op in graph.get_operations():
+        if op.name.startswith('densenet/') and op.type in HINTED:
+            op._set_attr('_recompute_hint', attr_value_pb2.AttrValue(i=1))
 
 
 def checkpoint_tensors(graph):

@@ -27,7 +27,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import memory  # noqa: E402
-from benchmarks.peer_methods import COLUMNS, PEERS, Peer, openai_missing  # noqa: E402
+from benchmarks.peer_methods import COLUMNS, PEERS, openai_missing  # noqa: E402
 
 
 def config(value):
@@ -72,7 +72,7 @@ def main(argv=None, run=memory.measure):
                                args.steps)
             if column in PEERS and column not in args.peers:
                 results[column] = dict(status='not asked for (--peers)')
-            elif PEERS.get(column, Peer('')).checkpoints and missing:
+            elif column in PEERS and PEERS[column].checkpoints and missing:
                 results[column] = dict(status=missing)
             else:
                 results[column] = run(case, args.limit_gb)

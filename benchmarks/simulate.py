@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from benchmarks.memory import MODES, SETTINGS, bc_depth  # noqa: E402
+from benchmarks.memory import MODES, SETTINGS, add_network_args, train_step  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +75,7 @@ def step_graph(depth, growth_rate, mode, batch, image_size, data_format='channel
         logits = models.densenet_bc(images, 10, depth=depth, growth_rate=growth_rate,
                                     efficient=SETTINGS[mode], data_format=data_format)()
         loss = tf.losses.sparse_softmax_cross_entropy(labels, logits)
-        train = tf.group(
-            tf.train.MomentumOptimizer(0.1, 0.9, use_nesterov=True).minimize(loss),
-            *tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+        train = train_step(loss)
         build_s, ops = time.time() - start, len(graph.get_operations()) - inputs
         tf.add_to_collection('train_op', train)
         return tf.train.export_meta_graph(graph=graph), ops, build_s
@@ -140,10 +138,7 @@ def _line(depth, gpu, modes, results):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--depths', type=bc_depth, nargs='*', default=[40, 100, 250])
-    parser.add_argument('--growth_rate', type=int, default=12)
-    parser.add_argument('--batch_size', type=int, default=64)
-    parser.add_argument('--image_size', type=int, default=32)
+    add_network_args(parser)
     parser.add_argument('--gpus', nargs='*', default=list(GPUS), choices=list(GPUS))
     parser.add_argument('--modes', nargs='*', default=list(MODES), choices=MODES,
                         help='the first is the base of the ratios')

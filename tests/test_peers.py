@@ -20,8 +20,6 @@ def _naive_step(peer=None):
         loss = tf.losses.sparse_softmax_cross_entropy(tf.zeros([2], tf.int32), logits)
         optimizer = tf.train.GradientDescentOptimizer(0.1)
         train = peer.minimize(optimizer, loss) if peer else optimizer.minimize(loss)
-        if peer:
-            peer.prepare(graph)
     return graph, train
 
 
@@ -34,14 +32,16 @@ def test_the_table_gives_every_column_a_ratio_to_naive_and_says_why_one_is_empty
     assert asked == {'naive', 'grappler-manual', 'efficient', 'shared'}, asked
     assert all(case.steps == 1 for case in run.cases)
     header = [line for line in printed.splitlines() if line.startswith('| L, k, batch')][0]
-    assert header.split(' | ')[2:] == list(peer_methods.COLUMNS[:-1]) + [peer_methods.COLUMNS[-1] + ' |']
+    columns = list(peer_methods.COLUMNS)
+    assert header.split(' | ')[2:] == columns[:-1] + [columns[-1] + ' |']
     # stand-in peaks: naive L^2/10, efficient 2L, shared L, a peer 5L (times b/64, k/12)
     row = [line for line in printed.splitlines() if line.startswith('| 40, 12, 64 |')][0]
-    cells = dict(zip(('config', 'measure') + peer_methods.COLUMNS, row.rstrip(' |').split(' | ')))
+    cells = dict(zip(['config', 'measure'] + columns, row.rstrip(' |').split(' | ')))
     assert cells['naive'] == '160.0' and cells['grappler-manual'] == '200.0 (1.25x)'
     assert cells['efficient'] == '80.0 (0.50x)' and cells['shared'] == '40.0 (0.25x)'
     assert cells['grappler-heuristics'] == cells['openai-speed'] == 'not asked for (--peers)'
-    assert cells['openai-collection'] == peer_methods.openai_missing('')  # no --openai: why, not blank
+    # no --openai: why, not blank
+    assert cells['openai-collection'] == peer_methods.openai_missing('')
     assert re.search(r'\| 250, 24, 16 \| peak MiB \| 3,125\.0 \|', printed), printed
     assert {r['setting'] for r in rows} == set(peer_methods.COLUMNS)
 
